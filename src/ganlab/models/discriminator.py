@@ -1,0 +1,53 @@
+"""PatchGAN discriminator (Isola et al. 2017, arXiv 1611.07004): a grid of real/fake scores, one per
+overlapping patch (70x70 receptive field with the default 3 layers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ganlab.models.blocks import NormKind, conv_bias, make_norm
+
+
+@dataclass
+class PatchGANConfig:
+    """Width, depth and norm of the PatchGAN. Defaults: 2,764,737 parameters."""
+
+    hidden: int = 64
+    n_layers: int = 3
+    norm: NormKind = "instance"
+    in_channels: int = 3
+
+    def validate(self) -> None:
+        from ganlab.config import ConfigError
+
+        if self.hidden < 1 or self.n_layers < 1:
+            raise ConfigError("hidden and n_layers must be >= 1")
+
+
+class PatchGANDiscriminator(nn.Module):
+    """(N, C, H, W) -> (N, 1, H', W') raw scores (no sigmoid; the GAN loss decides).
+
+    4x4 convs: stride 2 for the first n_layers, then stride 1 twice (the last to 1 channel);
+    LeakyReLU 0.2 throughout; norm from the second conv on; width doubles up to 8 * hidden.
+    """
+
+    def __init__(self, cfg: PatchGANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        bias = conv_bias(cfg.norm)
+        ch = cfg.hidden
+        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for i in range(1, cfg.n_layers + 1):
+            nxt = cfg.hidden * min(2**i, 8)
+            stride = 2 if i < cfg.n_layers else 1
+            layers += [nn.Conv2d(ch, nxt, 4, stride, 1, bias=bias), make_norm(cfg.norm, nxt)]
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            ch = nxt
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
