@@ -7,6 +7,10 @@ from collections.abc import Callable
 
 from ganlab.models.generator import GeneratorConfig
 
+class UnknownPresetError(ValueError):
+    """A preset name that is not registered; the message lists the known ones."""
+
+
 _PRESETS: dict[str, Callable[[], GeneratorConfig]] = {}
 
 
@@ -21,7 +25,7 @@ def preset_names() -> list[str]:
 def preset_config(name: str, **overrides) -> GeneratorConfig:
     """The generator config of preset ``name``, with field overrides."""
     if name not in _PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
+        raise UnknownPresetError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     return dataclasses.replace(_PRESETS[name](), **overrides)
 
 

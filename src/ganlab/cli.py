@@ -1,0 +1,57 @@
+"""Command line: parsing only. Each subcommand lives in ``ganlab.commands.<name>`` and exposes
+``register(subparsers)``; the parser it adds sets ``func`` to one call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `ganlab --help`.
+COMMANDS = ["train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep"]
+
+
+class UserError(Exception):
+    """An error the user can fix (bad flag, missing folder, mismatched checkpoint): printed without a
+    traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ganlab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ganlab", description="GAN experiments on images: CycleGAN translation and SRGAN super-resolution."
+    )
+    parser.add_argument("--version", action="version", version=f"ganlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"ganlab.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"ganlab.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ganlab.config import ConfigError
+    from ganlab.data.images import ImageReadError
+    from ganlab.models.registry import UnknownPresetError
+    from ganlab.train.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except (UserError, ConfigError, CheckpointError, ImageReadError, UnknownPresetError, FileNotFoundError) as e:
+        print(f"ganlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
