@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ganlab import __version__
 
     parser = argparse.ArgumentParser(
-        prog="ganlab", description="GAN experiments on images: CycleGAN translation and SRGAN super-resolution."
+        prog="ganlab",
+        description="GAN experiments on images: CycleGAN translation and SRGAN super-resolution.",
     )
     parser.add_argument("--version", action="version", version=f"ganlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except (UserError, ConfigError, CheckpointError, ImageReadError, UnknownPresetError, FileNotFoundError) as e:
+    except (
+        UserError,
+        ConfigError,
+        CheckpointError,
+        ImageReadError,
+        UnknownPresetError,
+        FileNotFoundError,
+    ) as e:
         print(f"ganlab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

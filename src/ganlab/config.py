@@ -285,6 +285,9 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl step records
     samples: int = 4  # images per domain in the per-epoch sample grid
     max_steps_per_epoch: int | None = None
+    keep_checkpoints: int = 3  # newest full checkpoints kept (0 keeps every epoch's)
+    keep_every: int = 0  # also keep every N-th epoch's checkpoint (0: none)
+    eval_images: int = 16  # test images scored after each epoch when the data root has testA/testB (0: off)
     tensorboard: bool = False
 
     def validate(self) -> None:

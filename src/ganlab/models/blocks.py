@@ -52,7 +52,11 @@ class ResidualBlock(nn.Module):
         ]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), make_norm(norm, channels)]
+        layers += [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            make_norm(norm, channels),
+        ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +84,9 @@ def icnr_(weight: torch.Tensor, scale: int = 2, init=nn.init.kaiming_normal_) ->
 class PixelShuffleUp(nn.Module):
     """x2 sub-pixel upsampling: (N, C_in, H, W) -> conv -> (N, 4*C_out, H, W) -> (N, C_out, 2H, 2W)."""
 
-    def __init__(self, in_ch: int, out_ch: int, icnr: bool = False, bias: bool = True, scale: int = 2) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, icnr: bool = False, bias: bool = True, scale: int = 2
+    ) -> None:
         super().__init__()
         self.pad = nn.ReflectionPad2d(1)
         self.conv = nn.Conv2d(in_ch, out_ch * scale * scale, 3, bias=bias)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ganlab.models.generator import GeneratorConfig
 
+
 class UnknownPresetError(ValueError):
     """A preset name that is not registered; the message lists the known ones."""
 
@@ -34,5 +35,9 @@ register_preset("model1", lambda: GeneratorConfig(hidden=64, n_down=2, n_residua
 # "Model 2", the documented final model: shallow and wide; faster per epoch, converged sooner, looked better.
 register_preset("model2", lambda: GeneratorConfig(hidden=96, n_down=1, n_residual=2, upsample="pixelshuffle"))
 # The reference CycleGAN layouts (Zhu et al. 2017): transposed-conv upsampling.
-register_preset("resnet9", lambda: GeneratorConfig(hidden=64, n_down=2, n_residual=9, upsample="convtranspose"))
-register_preset("resnet6", lambda: GeneratorConfig(hidden=64, n_down=2, n_residual=6, upsample="convtranspose"))
+register_preset(
+    "resnet9", lambda: GeneratorConfig(hidden=64, n_down=2, n_residual=9, upsample="convtranspose")
+)
+register_preset(
+    "resnet6", lambda: GeneratorConfig(hidden=64, n_down=2, n_residual=6, upsample="convtranspose")
+)

@@ -150,11 +150,15 @@ def load_module_state(ckpt: Checkpoint, name: str, module: nn.Module) -> None:
     """Load ``model/<name>/*`` into ``module``; a mismatch names the first offending tensor and shapes."""
     state = ckpt.section(f"model/{name}")
     if not state:
-        raise CheckpointError(f"checkpoint has no weights for {name!r} (it has: {', '.join(ckpt.meta.get('modules', []))})")
+        raise CheckpointError(
+            f"checkpoint has no weights for {name!r} (it has: {', '.join(ckpt.meta.get('modules', []))})"
+        )
     own = module.state_dict()
     for k, v in own.items():
         if k not in state:
-            raise CheckpointError(f"{name}: tensor {k} (shape {tuple(v.shape)}) is missing from the checkpoint")
+            raise CheckpointError(
+                f"{name}: tensor {k} (shape {tuple(v.shape)}) is missing from the checkpoint"
+            )
         if tuple(state[k].shape) != tuple(v.shape):
             raise CheckpointError(
                 f"{name}: tensor {k} has shape {tuple(state[k].shape)} in the checkpoint but "
@@ -162,8 +166,10 @@ def load_module_state(ckpt: Checkpoint, name: str, module: nn.Module) -> None:
             )
     extra = [k for k in state if k not in own]
     if extra:
-        raise CheckpointError(f"{name}: checkpoint tensor {extra[0]} (shape {tuple(state[extra[0]].shape)}) "
-                              "does not exist in the model (different architecture?)")
+        raise CheckpointError(
+            f"{name}: checkpoint tensor {extra[0]} (shape {tuple(state[extra[0]].shape)}) "
+            "does not exist in the model (different architecture?)"
+        )
     module.load_state_dict(state)
 
 

@@ -76,11 +76,15 @@ class RunDir:
         try:
             epoch = int(which)
         except ValueError:
-            raise CheckpointError(f"--checkpoint must be 'latest' or an epoch number, got {which!r}") from None
+            raise CheckpointError(
+                f"--checkpoint must be 'latest' or an epoch number, got {which!r}"
+            ) from None
         path = self.checkpoint_path(epoch)
         if not path.is_file():
             have = sorted(p.name for p in self.checkpoints.glob("epoch_*.safetensors"))
-            raise CheckpointError(f"no checkpoint for epoch {epoch} in {self.root}; available: {', '.join(have) or 'none'}")
+            raise CheckpointError(
+                f"no checkpoint for epoch {epoch} in {self.root}; available: {', '.join(have) or 'none'}"
+            )
         return path
 
     def prune(self, keep_last: int, keep_every: int, protect: Path) -> None:
