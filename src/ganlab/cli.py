@@ -7,11 +7,13 @@ import argparse
 import importlib
 import sys
 
+from ganlab.errors import GanlabError
+
 # Order here is the order in `ganlab --help`.
 COMMANDS = ["train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep"]
 
 
-class UserError(Exception):
+class UserError(GanlabError):
     """An error the user can fix (bad flag, missing folder, mismatched checkpoint): printed without a
     traceback."""
 
@@ -37,11 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ganlab.config import ConfigError
-    from ganlab.data.images import ImageReadError
-    from ganlab.models.registry import UnknownPresetError
-    from ganlab.train.checkpoint import CheckpointError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -49,14 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except (
-        UserError,
-        ConfigError,
-        CheckpointError,
-        ImageReadError,
-        UnknownPresetError,
-        FileNotFoundError,
-    ) as e:
+    except (GanlabError, FileNotFoundError) as e:
         print(f"ganlab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,13 +17,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ganlab.errors import GanlabError
 from ganlab.models.discriminator import PatchGANConfig
 from ganlab.models.generator import GeneratorConfig
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(GanlabError, ValueError):
     """A config value or key is invalid; the message names the dotted key."""
 
 
@@ -95,6 +96,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "5e-4" (no dot) as a string; accept any float literal.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

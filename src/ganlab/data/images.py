@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ganlab.errors import GanlabError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 # Pillow warns above ~89 MP and raises above twice that; we refuse anything over this many pixels.
 MAX_PIXELS = 16384 * 16384
 
 
-class ImageReadError(ValueError):
+class ImageReadError(GanlabError, ValueError):
     """A file could not be used as an image; the message names the file and the reason."""
 
 

@@ -18,9 +18,10 @@ from tqdm import tqdm
 
 from ganlab.config import DataConfig
 from ganlab.data.images import ImageReadError, list_images, pil_to_tensor, read_rgb
+from ganlab.errors import GanlabError
 
 
-class DataError(ValueError):
+class DataError(GanlabError, ValueError):
     """A domain folder is missing or holds no usable image."""
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from ganlab.errors import GanlabError
 from ganlab.models.generator import GeneratorConfig
 
 
-class UnknownPresetError(ValueError):
+class UnknownPresetError(GanlabError, ValueError):
     """A preset name that is not registered; the message lists the known ones."""
 
 

@@ -20,10 +20,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ganlab.errors import GanlabError
+
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GanlabError, ValueError):
     """A checkpoint is missing, unreadable, or does not fit the model it is loaded into."""
 
 

@@ -229,6 +229,7 @@ class CycleGANTrainer:
             k: ImagePool(cfg.train.pool_size, seed=cfg.train.seed + i) for i, k in enumerate(("D_A", "D_B"))
         }
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0  # progress so far
+        self.train_seconds = 0.0  # training wall time of earlier invocations (the budget spans them)
         self.run.create()
         self.metrics = MetricsLog(self.run.metrics_path)
         if resume is not None:
@@ -237,6 +238,7 @@ class CycleGANTrainer:
                 pool.load_state(resume.tensors, f"pool/{k}", self.device)
             self.epoch, self.step_in_epoch = resume.meta["epoch"], resume.meta["step_in_epoch"]
             self.global_step = resume.meta["global_step"]
+            self.train_seconds = float(resume.meta.get("train_seconds", 0.0))
             if config_changes:
                 # The new recipe takes effect from the next step; log it so curves can be read correctly.
                 self.metrics.write(
@@ -267,6 +269,7 @@ class CycleGANTrainer:
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "global_step": self.global_step,
+            "train_seconds": self.budget.elapsed(),
             "time": time.time(),
         }
         label_epoch, label_step = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
@@ -280,7 +283,12 @@ class CycleGANTrainer:
     def fit(self) -> TrainResult:
         t = self.cfg.train
         total = t.total_epochs
-        budget = Budget(t.minutes)
+        self.budget = budget = Budget(t.minutes, self.train_seconds)
+        if budget.expired() and self.epoch < total:
+            self.log(
+                f"the run's {t.minutes}-minute budget is already spent; pass a larger --minutes to go on"
+            )
+            return TrainResult(self.run.root, self.epoch, self.global_step, "budget", None)
         amp = lambda: autocast(self.device, t.precision)  # noqa: E731
         steps = self.data.steps_per_epoch(t.batch_size)
         if t.max_steps_per_epoch:

@@ -169,14 +169,16 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 class Budget:
-    """Wall-clock budget in minutes (None: unlimited)."""
+    """Wall-clock training budget in minutes (None: unlimited) for the whole run: ``already`` is the
+    training time spent by earlier invocations, so a resumed run continues the same budget."""
 
-    def __init__(self, minutes: float | None) -> None:
+    def __init__(self, minutes: float | None, already: float = 0.0) -> None:
         self.minutes = minutes
+        self.already = already
         self.start = time.monotonic()
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return self.already + time.monotonic() - self.start
 
     def left(self) -> float:
         return math.inf if self.minutes is None else self.minutes * 60 - self.elapsed()

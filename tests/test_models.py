@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganlab.models import PatchGANConfig, PatchGANDiscriminator, ResnetGenerator, preset_config, preset_names
+from ganlab.models.blocks import UPSAMPLE_KINDS, PixelShuffleUp
+from ganlab.models.registry import UnknownPresetError
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("upsample", UPSAMPLE_KINDS)
+def test_generator_any_size_finite_and_all_params_learn(preset: str, upsample: str) -> None:
+    torch.manual_seed(0)
+    g = ResnetGenerator(preset_config(preset, upsample=upsample))
+    x = torch.rand(2, 3, 37, 53) * 2 - 1
+    y = g(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    assert y.abs().max() <= 1.0
+    y.square().mean().backward()
+    missing = [n for n, p in g.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no gradient for {missing[:3]}"
+    assert all(p.grad.abs().sum() > 0 for p in g.parameters())
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+def test_norm_variants_and_dropout(norm: str) -> None:
+    g = ResnetGenerator(preset_config("model2", hidden=8, norm=norm, dropout=0.5))
+    assert g(torch.zeros(2, 3, 17, 16)).shape == (2, 3, 17, 16)
+    d = PatchGANDiscriminator(PatchGANConfig(hidden=8, norm=norm))
+    assert d(torch.zeros(2, 3, 64, 64)).shape[:2] == (2, 1)
+
+
+def test_reference_parameter_counts() -> None:
+    assert n_params(ResnetGenerator(preset_config("resnet9"))) == 11_378_179
+    assert n_params(PatchGANDiscriminator(PatchGANConfig())) == 2_764_737
+
+
+def test_discriminator_gradients_and_patch_output() -> None:
+    d = PatchGANDiscriminator(PatchGANConfig(hidden=16))
+    out = d(torch.randn(2, 3, 70, 70))
+    assert out.shape == (2, 1, 6, 6)  # 70x70 receptive field: one score per patch
+    out.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+
+
+def test_icnr_init_equals_nearest_upsampling_of_one_conv() -> None:
+    torch.manual_seed(0)
+    up = PixelShuffleUp(6, 4, icnr=True)
+    x = torch.randn(1, 6, 9, 11)
+    y = up(x)
+    # Base conv: the first filter of each group of 4 sub-pixel filters.
+    base = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), up.conv.weight[::4], up.conv.bias[::4])
+    assert torch.allclose(y, F.interpolate(base, scale_factor=2, mode="nearest"), atol=1e-6)
+    # Without ICNR the four sub-pixels differ: the property is not an accident of the layout.
+    plain = PixelShuffleUp(6, 4, icnr=False)(x)
+    assert not torch.allclose(plain[..., 0::2, 0::2], plain[..., 1::2, 1::2], atol=1e-3)
+
+
+def test_unknown_preset_lists_known() -> None:
+    with pytest.raises(UnknownPresetError, match="model1, model2, resnet6, resnet9"):
+        preset_config("model3")
+
+
+def test_presets_are_overridable() -> None:
+    cfg = preset_config("model1", hidden=32)
+    assert dataclasses.asdict(cfg)["hidden"] == 32 and cfg.n_residual == 9
