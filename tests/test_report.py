@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from PIL import Image
+
+from ganlab.eval import report as R
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _decode(uri: str) -> bytes:
+    assert uri.startswith("data:image/png;base64,")
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+def _records(offset: float) -> list[dict]:
+    return [
+        {"type": "phase", "epoch": 1},
+        *(
+            {"type": "epoch", "epoch": e, "G_total": offset + 1 / e, "D_A": 0.25, "eval_cycle_psnr": 20 + e}
+            for e in range(1, 5)
+        ),
+    ]
+
+
+def test_image_data_uri_round_trips() -> None:
+    img = Image.new("RGB", (7, 5), (10, 200, 30))
+    back = Image.open(io.BytesIO(_decode(R.image_data_uri(img))))
+    assert back.size == (7, 5) and back.getpixel((3, 2)) == (10, 200, 30)
+
+
+def test_plots_render_to_png() -> None:
+    runs = {"a": _records(0.0), "b": _records(0.5)}
+    fig = R.plot_losses(runs, ["G_total", "D_A", "missing"], phase_epochs=[3])
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    # The phase line and the two runs are drawn on the first subplot.
+    assert len(fig.axes[0].lines) == 3
+    png = _decode(R.figure_data_uri(fig, close=True))
+    assert png.startswith(PNG_MAGIC)
+    fig = R.plot_metric_curves(runs, ["eval_cycle_psnr"], baselines={"identity": 21.0})
+    assert len(fig.axes[0].lines) == 3
+    assert R.figure_png_bytes(fig).startswith(PNG_MAGIC)
+
+
+def test_image_grid_layout() -> None:
+    a = Image.new("RGB", (40, 20), "red")
+    b = Image.new("RGB", (10, 10), "blue")
+    grid = R.image_grid([[a, b, b], [b, a, a]], ["row one", "row two"], ["orig", "x", "y"], cell=32, pad=2)
+    # Columns as wide as their widest image at height 32 (a: 64 px wide), plus labels and padding.
+    assert grid.height > 2 * 32 and grid.width > 3 * 64
+    assert grid.mode == "RGB"
+    colours = {c for _, c in grid.getcolors(1 << 16)}
+    assert (255, 0, 0) in colours and (0, 0, 255) in colours
+    assert any(max(c) < 64 for c in colours)  # dark (anti-aliased) label text
+
+
+def test_tables_and_page(tmp_path: Path) -> None:
+    rows = [{"run": "a|b", "psnr": 21.123456, "params": 12345}, {"run": "<x>", "psnr": None, "params": 7}]
+    md = R.markdown_table(rows, ["run", "psnr", "params"])
+    lines = md.strip().splitlines()
+    assert lines[0] == "| run | psnr | params |" and lines[1] == "|---|---:|---:|"
+    assert "a\\|b" in lines[2] and "21.12" in lines[2] and "12,345" in lines[2] and "| - |" in lines[3]
+    table = R.html_table(rows, ["run", "psnr", "params"], fmt={"psnr": lambda v: "P" if v else "none"})
+    assert "&lt;x&gt;" in table and '<td class="num">P</td>' in table and "none" in table
+    uri = R.image_data_uri(Image.new("RGB", (4, 4)))
+    page = R.html_page("A <report>", [("Table", table), ("Image", R.img_tag(uri, "grid"))])
+
+    class Checker(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.srcs: list[str] = []
+
+        def handle_starttag(self, tag, attrs) -> None:
+            if tag not in ("img", "meta", "br"):
+                self.stack.append(tag)
+            self.srcs += [v for k, v in attrs if k in ("src", "href")]
+
+        def handle_endtag(self, tag) -> None:
+            assert self.stack and self.stack.pop() == tag, tag
+
+    checker = Checker()
+    checker.feed(page)
+    assert checker.stack == []  # well nested and closed
+    assert checker.srcs == [uri]
+    assert "<title>A &lt;report&gt;</title>" in page
+    assert not re.search(r"(https?:)?//", page)
+    out = tmp_path / "sub" / "r.html"
+    R.write_text_atomic(out, page)
+    assert out.read_text() == page and list(out.parent.iterdir()) == [out]
