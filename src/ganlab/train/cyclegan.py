@@ -14,19 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
 from ganlab import __version__
 from ganlab.config import CycleGANConfig, Phase, TrainConfig, to_dict
-from ganlab.data.images import tensor_to_pil
-from ganlab.data.unpaired import UnpairedData, load_test_images, load_unpaired
+from ganlab.data.images import save_image
+from ganlab.data.unpaired import load_unpaired
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
 from ganlab.train.checkpoint import Checkpoint, restore, save_checkpoint
 from ganlab.train.losses import gan_loss, l1
 from ganlab.train.pool import ImagePool
 from ganlab.train.run import Budget, MetricsLog, RunDir, StopFlag, autocast, peak_memory_mb, select_device
+from ganlab.train.samples import sample_grid, sample_images
 from ganlab.train.schedule import lr_factor, phase_at
 
 MODULE_NAMES = ("G_A2B", "G_B2A", "D_A", "D_B")
@@ -152,60 +152,6 @@ def _weights_dict(w: Phase) -> dict[str, float]:
     return {"identity": w.identity, "gan": w.gan, "cycle": w.cycle}
 
 
-def sample_grid(
-    models: nn.ModuleDict, imgs_a: list[torch.Tensor], imgs_b: list[torch.Tensor], device: torch.device
-) -> Image.Image:
-    """Rows: real A | A->B | A->B->A, then real B | B->A | B->A->B; one column per sample image."""
-    rows: list[list[Image.Image]] = []
-    with torch.no_grad():
-        for imgs, g, h in (
-            (imgs_a, models["G_A2B"], models["G_B2A"]),
-            (imgs_b, models["G_B2A"], models["G_A2B"]),
-        ):
-            if not imgs:
-                continue
-            x = torch.stack(imgs).to(device)
-            y = g(x)
-            z = h(y)
-            for t in (x, y, z):
-                rows.append([tensor_to_pil(im) for im in t])
-    s = rows[0][0].width
-    grid = Image.new("RGB", (s * max(len(r) for r in rows), s * len(rows)), "white")
-    for r, row in enumerate(rows):
-        for c, im in enumerate(row):
-            grid.paste(im.resize((s, s)), (c * s, r * s))
-    return grid
-
-
-def _sample_images(data: UnpairedData, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Fixed sample images: test images when the data root has them, else the first training images;
-    centre crops at the training size so the grid is comparable across epochs."""
-    size = data.cfg.size
-
-    def centre(t: torch.Tensor) -> torch.Tensor:
-        t = torch.nn.functional.interpolate(
-            t[None],
-            size=(data.cfg.resolved_load_size,) * 2,
-            mode="bilinear",
-            align_corners=False,
-            antialias=True,
-        )[0]
-        o = (t.shape[-1] - size) // 2
-        return t[:, o : o + size, o : o + size]
-
-    out = []
-    for dom, split in ((data.a, "testA"), (data.b, "testB")):
-        folder = dom.folder.parent / split
-        tests = load_test_images(folder, n) if data.cfg.root else []
-        if tests:
-            out.append([centre(t) for _, t in tests])
-        else:
-            from ganlab.data.images import pil_to_tensor, read_rgb
-
-            out.append([centre(pil_to_tensor(read_rgb(p))) for p in dom.paths[:n]])
-    return out[0], out[1]
-
-
 class CycleGANTrainer:
     """Owns the long-lived training state (models, optimizers, pools, data) and runs the epoch loop."""
 
@@ -254,7 +200,12 @@ class CycleGANTrainer:
                     + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in config_changes.items())
                 )
         self.run.write_config(cfg)
-        self.samples_a, self.samples_b = _sample_images(self.data, cfg.train.samples)
+        self.samples_a, self.samples_b = sample_images(self.data, cfg.train.samples)
+        self.tb = None
+        if cfg.train.tensorboard:
+            from ganlab.train.tensorboard import TensorBoardLogger
+
+            self.tb = TensorBoardLogger(self.run.root)
 
     # ----------------------------------------------------------------------------------------------
     def save(self, epoch: int, step_in_epoch: int) -> Path:
@@ -395,9 +346,10 @@ class CycleGANTrainer:
                 self.metrics.write(record)
                 self.models.eval()
                 grid = sample_grid(self.models, self.samples_a, self.samples_b, self.device)
-                from ganlab.data.images import save_image
-
                 save_image(grid, self.run.samples / f"epoch_{epoch:04d}.png")
+                if self.tb is not None:
+                    self.tb.log_epoch(record)
+                    self.tb.log_image("samples", grid, epoch)
                 last_ckpt = self.save(epoch, 0)
                 self.log(
                     f"epoch {epoch}/{total} {seconds:.1f}s | G {means['G_total']:.3f} "
@@ -411,6 +363,8 @@ class CycleGANTrainer:
                     if self.epoch < total:
                         self.log(f"stopped ({stopped}) after epoch {epoch}; checkpoint {last_ckpt}")
                     break
+        if self.tb is not None:
+            self.tb.close()
         return TrainResult(self.run.root, self.epoch, self.global_step, stopped, last_ckpt)
 
     def epoch_eval(self) -> dict[str, float]:
