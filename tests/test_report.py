@@ -6,6 +6,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from ganlab.eval import report as R
@@ -93,3 +94,54 @@ def test_tables_and_page(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "r.html"
     R.write_text_atomic(out, page)
     assert out.read_text() == page and list(out.parent.iterdir()) == [out]
+
+
+# TensorBoard mirroring of a run's epoch records (train/tensorboard.py) is reporting too.
+
+
+def test_tensorboard_logger_writes_scalars_and_images(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ganlab.train.tensorboard import TensorBoardLogger
+
+    with TensorBoardLogger(tmp_path) as tb:
+        for e in (1, 2):
+            tb.log_epoch(
+                {
+                    "type": "epoch",
+                    "epoch": e,
+                    "step": 10 * e,
+                    "G_total": 3.0 / e,
+                    "eval_cycle_psnr": 20.0 + e,
+                    "weights": {"identity": 0.5, "gan": 1.0},
+                    "phase": 0,
+                    "note": "text is skipped",
+                    "bad": float("nan"),
+                }
+            )
+        tb.log_image("samples", Image.new("RGB", (8, 6), "red"), 2)
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"G_total", "eval_cycle_psnr", "weights/identity", "weights/gan", "phase"} <= set(tags["scalars"])
+    assert not {"epoch", "step", "note", "bad", "type"} & set(tags["scalars"])
+    assert [(s.step, s.value) for s in acc.Scalars("G_total")] == [(1, 3.0), (2, 1.5)]
+    assert tags["images"] == ["samples"]
+    img = acc.Images("samples")[0]
+    assert (img.step, img.width, img.height) == (2, 8, 6)
+
+
+def test_tensorboard_missing_package_message(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from ganlab.cli import UserError
+    from ganlab.train import tensorboard as tbmod
+
+    # A None entry in sys.modules makes `import` raise ImportError, as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert not tbmod.tensorboard_available()
+    with pytest.raises(UserError) as info:
+        tbmod.TensorBoardLogger(tmp_path)
+    assert str(info.value) == "--tensorboard needs the tensorboard package: pip install 'ganlab[tensorboard]'"
+    assert not (tmp_path / "tb").exists()

@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ def _plot_curves(
                 drawn = True
         ax.set_title((labels or {}).get(key, key), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.tick_params(labelsize=7)
         if not drawn:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
@@ -135,7 +137,7 @@ def _plot_curves(
     if handles:
         fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
         rows = math.ceil(len(names) / 4)
-        fig.tight_layout(rect=(0, 0.04 + 0.03 * rows, 1, 0.95))
+        fig.tight_layout(rect=(0, 0.02 + 0.025 * rows, 1, 0.95))
     else:
         fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig

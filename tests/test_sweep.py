@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ganlab.cli import main
+from ganlab.config import ConfigError
+from ganlab.train.sweep import parse_sweep, run_state, run_sweep, sanitize
+
+# The conftest TINY flags, as sweep base: keys.
+TINY_BASE = {
+    "preset": "model2",
+    "size": 32,
+    "batch_size": 2,
+    "model.hidden": 8,
+    "disc": {"hidden": 8, "n_layers": 2},
+    "train.eval_images": 0,  # no per-epoch scoring: the final comparison evaluates each run once
+    "train.samples": 1,
+    "train.max_steps_per_epoch": 1,
+}
+
+
+def write_sweep(path: Path, data: Path, grid: dict, **base) -> Path:
+    path.write_text(yaml.safe_dump({"base": {**TINY_BASE, "data": str(data), **base}, "grid": grid}))
+    return path
+
+
+def test_grid_expansion_names_and_shorthands(tmp_path: Path) -> None:
+    sweep = parse_sweep(
+        {
+            "base": {"data": "d", "epochs": 3, "model.hidden": 8, "train": {"lr": 1e-3}},
+            "grid": {
+                "model.n_residual": [2, 9],
+                "model.n_down": [1, 2],
+                "disc.hidden": [8],
+                "model.hidden": [4],
+            },
+        }
+    )
+    names = [r.name for r in sweep.runs]
+    assert names[0] == "n_residual=2,n_down=1,disc.hidden=8,model.hidden=4"
+    assert len(names) == 4 and len(set(names)) == 4
+    ov = sweep.runs[-1].overrides
+    assert ov["model"] == {"hidden": 4, "n_residual": 9, "n_down": 2}  # grid wins over base
+    assert ov["train"] == {"epochs": 3, "lr": 1e-3}
+    assert ov["data"]["root"] == str(Path("d").resolve())
+    assert sanitize("upsample=a/b c") == "upsample=a_b_c"
+    with pytest.raises(ConfigError, match="grid.model.n_down: expected a non-empty list"):
+        parse_sweep({"grid": {"model.n_down": 2}})
+    with pytest.raises(ConfigError, match="unknown top-level key 'runs'"):
+        parse_sweep({"runs": []})
+
+
+def test_unknown_key_fails_before_any_training(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    # The bad key sits in the last combination only: validation must still catch it first.
+    spec = write_sweep(tmp_path / "s.yaml", tiny_data, {"model.n_down": [1, 2], "train.nope": [1]}, epochs=1)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(spec), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key train.nope" in err and "sweep run n_down=1,nope=1" in err
+    assert not out.exists()
+    spec = write_sweep(tmp_path / "t.yaml", tiny_data, {"model.upsample": ["pixelshuffle", "bogus"]})
+    assert main(["sweep", str(spec), "--out", str(out)]) == 2
+    assert "upsample=bogus: model.upsample: invalid value 'bogus'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_interrupted_sweep_restarts_skipping_finished_runs(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    spec = write_sweep(tmp_path / "s.yaml", tiny_data, {"model.n_down": [1, 2]}, epochs=2)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
+    assert "run 2/2 n_down=2: train; 2 epochs" in capsys.readouterr().out and not out.exists()
+
+    # Press Ctrl-C once during the second run's first epoch: the trainer finishes the step, saves a
+    # checkpoint and the sweep stops there, as it would for a person at a terminal.
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        lines.append(msg)
+        if msg.startswith("epoch 1/2") and any(line == "run 2/2 n_down=2" for line in lines):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = run_sweep(spec, out, log=log, progress=False)
+    assert result.interrupted and result.compare_rows is None
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["finished", "interrupted"]
+    assert manifest["grid"] == {"model.n_down": [1, 2]}
+    first = out / "n_down=1" / "checkpoints"
+    before = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+    assert run_state(out / "n_down=2", result_cfg(spec))[0] == "unfinished"
+
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--out", str(out), "--quiet", "--sort", "gflops_256"]) == 0
+    printed = capsys.readouterr().out
+    assert "skip n_down=1: finished" in printed
+    assert "run 2/2 n_down=2" in printed and "resuming n_down=2 from epoch 1" in printed
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == before
+    latest = json.loads((out / "n_down=2" / "checkpoints" / "latest.json").read_text())
+    assert latest["epoch"] == 2
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"]
+    rows = json.loads((out / "compare" / "table.json").read_text())
+    assert [r["run"] for r in rows] == ["n_down=1", "n_down=2"]  # fewer GFLOPs first
+    assert (out / "compare" / "report.html").is_file() and (out / "compare" / "grid.png").is_file()
+
+
+def result_cfg(spec: Path, index: int = 1):
+    from ganlab.train.sweep import load_sweep, validate
+
+    sweep = load_sweep(spec)
+    validate(sweep)
+    return sweep.runs[index].cfg
+
+
+def test_minutes_budget_counts_as_finished(tiny_data: Path, tmp_path: Path) -> None:
+    spec = write_sweep(tmp_path / "s.yaml", tiny_data, {}, epochs=5, minutes=0.00001)
+    lines: list[str] = []
+    run_sweep(spec, tmp_path / "sw", compare=False, log=lines.append, progress=False)
+    assert "run 1/1 base" in lines
+    assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["runs"][0]["status"] == "finished"
+    lines.clear()
+    run_sweep(spec, tmp_path / "sw", compare=False, log=lines.append, progress=False)
+    assert lines == ["skip base: finished"]
