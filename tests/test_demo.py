@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ganlab.train.demo import plan_epochs, run_demo
+
+pytest.importorskip("skimage")
+
+
+def test_plan_epochs_fits_budget() -> None:
+    epochs, decay = plan_epochs(step_seconds=0.5, minutes=10, steps_per_epoch=40)
+    steps = (epochs + decay) * 40
+    assert steps * 0.5 <= 10 * 60 and steps * 0.5 > 0.6 * 10 * 60
+    assert epochs - decay in (0, 1)
+    assert plan_epochs(100.0, 0.1, 40) == (1, 1)  # never fewer than 2 epochs
+
+
+def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = run_demo(
+        data=tmp_path / "demo", out=out, minutes=0.4, progress=False,
+        data_kwargs={"n_train_a": 24, "n_train_b": 24, "n_test": 4},
+        overrides={"model": {"hidden": 8}, "disc": {"hidden": 8, "n_layers": 2}, "data": {"size": 32, "load_size": 36},
+                   "train": {"max_steps_per_epoch": 3, "batch_size": 2, "eval_images": 2}},
+    )
+    saved = json.loads((out / "eval.json").read_text())
+    for key in ("gt_psnr", "gt_ssim", "cycle_psnr", "cycle_ssim", "identity_psnr", "identity_ssim",
+                "affine_psnr", "affine_ssim"):
+        assert saved[key] == pytest.approx(res[key])
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3  # grid, curves
+    assert "oracle affine" in html and "http://" not in html and "https://" not in html
+    assert (out / "demo_grid.png").is_file()
