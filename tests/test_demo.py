@@ -21,14 +21,29 @@ def test_plan_epochs_fits_budget() -> None:
 def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
     out = tmp_path / "run"
     res = run_demo(
-        data=tmp_path / "demo", out=out, minutes=0.4, progress=False,
+        data=tmp_path / "demo",
+        out=out,
+        minutes=0.4,
+        progress=False,
         data_kwargs={"n_train_a": 24, "n_train_b": 24, "n_test": 4},
-        overrides={"model": {"hidden": 8}, "disc": {"hidden": 8, "n_layers": 2}, "data": {"size": 32, "load_size": 36},
-                   "train": {"max_steps_per_epoch": 3, "batch_size": 2, "eval_images": 2}},
+        overrides={
+            "model": {"hidden": 8},
+            "disc": {"hidden": 8, "n_layers": 2},
+            "data": {"size": 32, "load_size": 36},
+            "train": {"max_steps_per_epoch": 3, "batch_size": 2, "eval_images": 2},
+        },
     )
     saved = json.loads((out / "eval.json").read_text())
-    for key in ("gt_psnr", "gt_ssim", "cycle_psnr", "cycle_ssim", "identity_psnr", "identity_ssim",
-                "affine_psnr", "affine_ssim"):
+    for key in (
+        "gt_psnr",
+        "gt_ssim",
+        "cycle_psnr",
+        "cycle_ssim",
+        "identity_psnr",
+        "identity_ssim",
+        "affine_psnr",
+        "affine_ssim",
+    ):
         assert saved[key] == pytest.approx(res[key])
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3  # grid, curves

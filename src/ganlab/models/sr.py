@@ -34,6 +34,10 @@ class SRResNetConfig:
     n_residual: int = 16
     norm: SRNorm = "batch"
     icnr: bool = True  # ICNR init of the sub-pixel convs (Aitken et al. 2017): no checkerboard at init
+    # "bicubic": add the bicubic upscale of the input to the output, so the network learns only the
+    # missing detail (residual learning, Kim et al. 2016 "VDSR", arXiv 1511.04587). Not in the paper
+    # ("none"), but it starts training at the bicubic baseline instead of from a random image.
+    skip: Literal["none", "bicubic"] = "none"
     in_channels: int = 3
 
     def validate(self) -> None:
@@ -115,8 +119,13 @@ class SRResNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         head = self.head(x - 0.5)
         feat = head + self.body_out(self.body(head))
-        y = self.tail(self.upsample(feat)) + 0.5
         s = self.cfg.scale
+        y = self.tail(self.upsample(feat))
+        if self.cfg.skip == "bicubic":
+            # Same antialiased bicubic as the data pipeline and the baseline (a = -0.5, PIL/MATLAB).
+            y = y + F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False, antialias=True)
+        else:
+            y = y + 0.5
         return y[..., : h * s, : w * s] if (ph or pw) else y
 
 
