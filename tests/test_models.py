@@ -73,3 +73,12 @@ def test_unknown_preset_lists_known() -> None:
 def test_presets_are_overridable() -> None:
     cfg = preset_config("model1", hidden=32)
     assert dataclasses.asdict(cfg)["hidden"] == 32 and cfg.n_residual == 9
+
+
+def test_global_skip_starts_as_identity_and_learns() -> None:
+    g = ResnetGenerator(preset_config("model2", hidden=8, global_skip=True))
+    x = torch.rand(1, 3, 21, 18) * 1.8 - 0.9
+    y = g(x)
+    assert torch.allclose(y, x, atol=1e-5)
+    y.square().mean().backward()
+    assert all(p.grad is not None for p in g.parameters())

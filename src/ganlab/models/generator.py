@@ -22,6 +22,9 @@ class GeneratorConfig:
     upsample: UpsampleKind = "pixelshuffle"
     norm: NormKind = "instance"
     dropout: float = 0.0
+    # Global skip: out = tanh(atanh(x) + f(x)) with the last conv zero-initialised, so the generator starts
+    # as the identity and learns only the change (off in the documented architecture).
+    global_skip: bool = False
     in_channels: int = 3
     out_channels: int = 3
 
@@ -39,7 +42,7 @@ class ResnetGenerator(nn.Module):
 
     stem: reflect pad 3, conv7x7 -> hidden; n_down x [conv3x3 stride 2, norm, ReLU] (width doubles);
     n_residual residual blocks; n_down x [x2 upsample, norm, ReLU] (width halves); reflect pad 3,
-    conv7x7 -> C_out, tanh. Inputs whose sides are not multiples of 2^n_down are reflect-padded and the
+    conv7x7 -> C_out, tanh (with ``global_skip``: tanh(atanh(x) + that conv)). Inputs whose sides are not multiples of 2^n_down are reflect-padded and the
     output is cropped back, so output size == input size.
     """
 
@@ -63,7 +66,14 @@ class ResnetGenerator(nn.Module):
             layers += [make_upsample(cfg.upsample, ch, ch // 2, bias), make_norm(cfg.norm, ch // 2)]
             layers.append(nn.ReLU(inplace=True))
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, cfg.out_channels, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, cfg.out_channels, 7)]
+        if cfg.global_skip:
+            if cfg.in_channels != cfg.out_channels:
+                raise ValueError("global_skip needs in_channels == out_channels")
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
+        else:
+            layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
 
     @property
@@ -79,4 +89,7 @@ class ResnetGenerator(nn.Module):
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         y = self.net(x)
+        if self.cfg.global_skip:
+            # x in [-1, 1] -> pre-activation space; the clamp keeps atanh finite at +-1.
+            y = torch.tanh(torch.atanh(x.clamp(-0.999, 0.999)) + y)
         return y[..., :h, :w] if (ph or pw) else y
