@@ -1,0 +1,67 @@
+"""Seconds per epoch of presets on a small set (the documented "faster per epoch" claim, measured).
+
+    python benchmarks/epoch_time.py --data data/demo --images 20 --size 128 --presets model1 model2
+
+Trains each preset for --epochs epochs on the first --images images of each domain (batch 1, the
+documented setting) in a temporary run directory, and prints the median seconds per epoch from the run's
+metrics.jsonl together with parameters and GFLOPs per 256x256 image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ganlab.config import build_cyclegan_config
+from ganlab.eval.cost import count_params, gflops
+from ganlab.train.api import train
+from ganlab.train.cyclegan import build_models
+from ganlab.train.run import read_metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/demo")
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--presets", nargs="+", default=["model1", "model2"])
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images/domain, "
+        f"{args.size} px, batch {args.batch_size}"
+    )
+    print("| preset | generator params | GFLOPs/256px | s/epoch (median) | s/image |")
+    print("|---|---:|---:|---:|---:|")
+    for preset in args.presets:
+        with tempfile.TemporaryDirectory() as tmp:
+            overrides = {
+                "data": {"root": args.data, "size": args.size, "max_images": args.images},
+                "train": {
+                    "epochs": args.epochs,
+                    "batch_size": args.batch_size,
+                    "device": args.device,
+                    "eval_images": 0,
+                    "samples": 1,
+                },
+            }
+            train(
+                preset=preset, overrides=overrides, out=Path(tmp) / "run", log=lambda s: None, progress=False
+            )
+            secs = [r["seconds"] for r in read_metrics(Path(tmp) / "run", "epoch")]
+        g = build_models(build_cyclegan_config(preset))["G_A2B"]
+        med = statistics.median(secs)
+        print(
+            f"| {preset} | {count_params(g):,} | {gflops(g, 256):.1f} | {med:.1f} | {med / args.images:.2f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
