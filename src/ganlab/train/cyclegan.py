@@ -177,6 +177,9 @@ class CycleGANTrainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0  # progress so far
         self.train_seconds = 0.0  # training wall time of earlier invocations (the budget spans them)
         self.run.create()
+        if resume is None and self.run.metrics_path.exists():
+            # Left by an earlier attempt that never saved a checkpoint: its records describe no weights.
+            self.run.metrics_path.unlink()
         self.metrics = MetricsLog(self.run.metrics_path)
         if resume is not None:
             restore(resume, dict(self.models), self.opts)
