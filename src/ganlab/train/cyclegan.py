@@ -382,6 +382,6 @@ class CycleGANTrainer:
             Path(self.cfg.data.root),
             self.device,
             limit=self.cfg.train.eval_images,
-            baselines=False,
+            baselines=True,
         )
         return {f"eval_{k}": v for k, v in res.items() if isinstance(v, float)}
