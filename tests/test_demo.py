@@ -23,7 +23,7 @@ def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
     res = run_demo(
         data=tmp_path / "demo",
         out=out,
-        minutes=0.4,
+        minutes=1.0,
         progress=False,
         data_kwargs={"n_train_a": 24, "n_train_b": 24, "n_test": 4},
         overrides={
