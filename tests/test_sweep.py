@@ -6,11 +6,22 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ganlab.cli import main
 from ganlab.config import ConfigError
 from ganlab.train.sweep import parse_sweep, run_state, run_sweep, sanitize
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one thread is as fast, and does not thrash when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 # The conftest TINY flags, as sweep base: keys.
 TINY_BASE = {

@@ -29,10 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.train.sweep import describe_grid, load_sweep, run_sweep
+    from ganlab.train.sweep import load_sweep, run_sweep
 
     sweep = load_sweep(args.sweep)
-    print(f"sweep {args.sweep}: {len(sweep.runs)} run(s)\n{describe_grid(sweep)}")
+    print(f"sweep {args.sweep}: {len(sweep.runs)} run(s)")
+    for key, values in sweep.grid.items():
+        print(f"  {key}: {', '.join(map(str, values))}")
     result = run_sweep(sweep, args.out, sort=args.sort, dry_run=args.dry_run, progress=not args.quiet)
     if result.interrupted:
         return 130

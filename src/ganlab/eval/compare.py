@@ -225,6 +225,8 @@ def compare_runs(
         raise _user_error(f"--direction must be a2b or b2a, got {direction!r}")
     if sort is not None:
         parse_sort(sort)  # fail on a typo before minutes of evaluation
+    if cell < 16:
+        raise _user_error(f"--cell must be at least 16 pixels, got {cell}")
     paths = [Path(r) for r in runs]
     labels = run_labels(paths)
     dev = select_device(device)
@@ -364,11 +366,13 @@ def write_outputs(
     sections.append(
         (
             "How these numbers were made",
-            "<p class=note>Parameters and GFLOPs (one generator, 256x256 input) as <code>ganlab info</code>; "
-            "image metrics on the test set as <code>ganlab eval</code> (cycle: input vs A-&gt;B-&gt;A; GT: "
-            "A-&gt;B vs testB_gt). Checkerboard index: periodic energy at the upsampling period (flat grey "
-            "input, and translated test images). Tint: mean CIELAB shift input -&gt; output. Dashed lines in "
-            "the curves: loss-weight phase switches.</p>",
+            "<p class=note>Parameters and GFLOPs: one generator on a 256x256 input, as <code>ganlab info</code>. "
+            "Seconds per epoch (median), epochs and peak memory: from each run's metrics.jsonl. Image metrics: "
+            "the latest checkpoint on the test set, as <code>ganlab eval</code> (cycle: testA vs A-&gt;B-&gt;A; "
+            "GT: A-&gt;B vs testB_gt). Checkerboard index: share of the spectral energy at the upsampling "
+            "period, on a flat grey input and on the translated test images (0 = no grid pattern). Tint: mean "
+            "CIELAB shift from input to A-&gt;B output (negative delta b* = bluer) and mean delta E 2000. "
+            "Dashed vertical lines in the curves: loss-weight phase switches.</p>",
         )
     )
     R.write_text_atomic(out / "report.html", R.html_page(title, sections))

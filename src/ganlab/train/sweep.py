@@ -71,11 +71,6 @@ class SweepResult:
     compare_rows: list[dict[str, Any]] | None = None
 
 
-# --------------------------------------------------------------------------------------------------
-# Parsing and validation
-# --------------------------------------------------------------------------------------------------
-
-
 def _set_dotted(tree: dict[str, Any], key: str, value: Any, where: str) -> None:
     node = tree
     parts = key.split(".")
@@ -104,11 +99,21 @@ def _base_overrides(base: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             nested = merge(nested, {key: value})
         else:
             _set_dotted(nested, _canonical_key(key), value, "base")
-    root = nested.get("data", {}).get("root") if isinstance(nested.get("data"), dict) else None
-    if isinstance(root, str):
-        # Absolute, so the runs' stored configs (and later eval/compare) work from any directory.
-        nested["data"]["root"] = str(Path(root).expanduser().resolve())
     return nested, files
+
+
+def _absolute_data_paths(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Data folders made absolute (relative to the current directory), so the runs' stored configs,
+    and a later eval or compare of them, work from any directory."""
+    data = overrides.get("data")
+    if not isinstance(data, dict):
+        return overrides
+    fixed = {
+        k: str(Path(v).expanduser().resolve())
+        for k in ("root", "a", "b")
+        if isinstance(v := data.get(k), str)
+    }
+    return merge(overrides, {"data": fixed}) if fixed else overrides
 
 
 def _value_label(v: Any) -> str:
@@ -169,6 +174,7 @@ def parse_sweep(data: dict[str, Any], path: Path | None = None) -> Sweep:
             layer: dict[str, Any] = {}
             _set_dotted(layer, k, v, f"grid.{k}")
             overrides = merge(overrides, layer)
+        overrides = _absolute_data_paths(overrides)
         name = run_name(values, keys) if keys else "base"
         if name in seen:  # distinct values that print alike (1 and "1"): keep folders distinct
             seen[name] += 1
@@ -198,26 +204,36 @@ def validate(sweep: Sweep) -> None:
             raise SweepError(f"sweep run {run.name}: no data; set base: data: DIR (or data.a and data.b)")
 
 
-# --------------------------------------------------------------------------------------------------
-# State of a run directory
-# --------------------------------------------------------------------------------------------------
-
-
 def run_state(run_dir: Path, cfg: CycleGANConfig) -> tuple[str, dict[str, Any] | None]:
     """("new" | "unfinished" | "finished", latest checkpoint meta). Finished: every epoch done, or the
     run's minute budget spent (the trainer persists training time across resumes)."""
-    from ganlab.train.checkpoint import load_checkpoint
     from ganlab.train.run import RunDir
 
     if not (run_dir / "checkpoints" / "latest.json").is_file():
         return "new", None
-    meta = load_checkpoint(RunDir(run_dir).resolve_checkpoint("latest")).meta
+    meta = checkpoint_meta(RunDir(run_dir).resolve_checkpoint("latest"))
     t = cfg.train
     if meta["epoch"] >= t.total_epochs:
         return "finished", meta
     if t.minutes is not None and float(meta.get("train_seconds", 0.0)) >= t.minutes * 60:
         return "finished", meta
     return "unfinished", meta
+
+
+def checkpoint_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's ganlab metadata without reading its tensors (a restart checks every run)."""
+    from safetensors import safe_open
+
+    from ganlab.train.checkpoint import CheckpointError
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("ganlab")
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without ganlab metadata")
+    return json.loads(raw)
 
 
 class Manifest:
@@ -243,10 +259,11 @@ class Manifest:
             prev = old.get(entry["name"], {})
             entry.update({k: v for k, v in prev.items() if k not in ("values", "dir", "name")})
 
+    def entry(self, name: str) -> dict[str, Any]:
+        return next(e for e in self.data["runs"] if e["name"] == name)
+
     def update(self, name: str, **fields: Any) -> None:
-        for entry in self.data["runs"]:
-            if entry["name"] == name:
-                entry.update(fields)
+        self.entry(name).update(fields)
         self.write()
 
     def write(self) -> None:
@@ -255,11 +272,6 @@ class Manifest:
         tmp = self.path.with_name(".sweep.json.tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
         tmp.replace(self.path)
-
-
-# --------------------------------------------------------------------------------------------------
-# Running
-# --------------------------------------------------------------------------------------------------
 
 
 def run_sweep(
@@ -304,42 +316,33 @@ def run_sweep(
         assert run.cfg is not None
         run_dir = out / run.name
         state, meta = run_state(run_dir, run.cfg)
+        entry = manifest.entry(run.name)
+        if (
+            state == "unfinished"
+            and entry.get("status") == "finished"
+            and entry.get("budget") == _budget(run)
+        ):
+            # The trainer itself ended this run on its budget (which can expire during the end-of-epoch
+            # evaluation, after the checkpoint recorded its time): trust it while the budget is unchanged.
+            state = "finished"
         if state == "finished":
             log(f"skip {run.name}: finished")
             manifest.update(run.name, status="finished", epoch=meta["epoch"] if meta else None)
             continue
         log(f"run {i}/{n} {run.name}")
         manifest.update(run.name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if state == "unfinished":
-            assert meta is not None
-            log(f"resuming {run.name} from epoch {meta['epoch']} step {meta['step_in_epoch']}")
-            # The sweep file stays the source of truth: an edited budget applies to the resumed run.
-            result = train(
-                config_files=sweep.config_files,
-                overrides=run.overrides,
-                resume=run_dir,
-                log=log,
-                progress=progress,
-            )
-        else:
-            stale = run_dir / "metrics.jsonl"
-            if stale.is_file():
-                # An attempt that died before its first checkpoint: its records describe lost weights.
-                log(f"{run.name}: discarding metrics of an attempt that left no checkpoint")
-                stale.unlink()
-            result = train(
-                config_files=sweep.config_files,
-                overrides=run.overrides,
-                out=run_dir,
-                log=log,
-                progress=progress,
-            )
-        status = "interrupted" if result.stopped == "interrupted" else "finished"
-        if status == "finished" and run_state(run_dir, run.cfg)[0] != "finished":
-            status = "stopped"  # e.g. a budget stop the trainer reports before the epoch target
+        try:
+            result = _train_one(train, sweep, run, run_dir, state, meta, log, progress)
+        except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped without a new checkpoint
+            manifest.update(run.name, status="interrupted")
+            raise
+        except Exception as e:
+            manifest.update(run.name, status="failed", error=str(e))
+            raise
         manifest.update(
             run.name,
-            status=status,
+            status="interrupted" if result.stopped == "interrupted" else "finished",
+            budget=_budget(run),
             stopped=result.stopped,
             epoch=result.epoch,
             global_step=result.global_step,
@@ -359,6 +362,40 @@ def run_sweep(
     return SweepResult(out, manifest.data["runs"], interrupted, rows)
 
 
+def _budget(run: SweepRun) -> dict[str, Any]:
+    assert run.cfg is not None
+    return {"epochs": run.cfg.train.total_epochs, "minutes": run.cfg.train.minutes}
+
+
+def _train_one(
+    train: Callable[..., Any],
+    sweep: Sweep,
+    run: SweepRun,
+    run_dir: Path,
+    state: str,
+    meta: dict[str, Any] | None,
+    log: Callable[[str], None],
+    progress: bool,
+) -> Any:
+    # The sweep file stays the source of truth at resume too: an edited budget applies to the run.
+    kwargs = {
+        "config_files": sweep.config_files,
+        "overrides": run.overrides,
+        "log": log,
+        "progress": progress,
+    }
+    if state == "unfinished":
+        assert meta is not None
+        log(f"resuming {run.name} from epoch {meta['epoch']} step {meta['step_in_epoch']}")
+        return train(resume=run_dir, **kwargs)
+    stale = run_dir / "metrics.jsonl"
+    if stale.is_file():
+        # An attempt that died before its first checkpoint: its records describe lost weights.
+        log(f"{run.name}: discarding metrics of an attempt that left no checkpoint")
+        stale.unlink()
+    return train(out=run_dir, **kwargs)
+
+
 def compare_sweep(
     sweep: Sweep, out: Path, sort: str, log: Callable[[str], None] = print, progress: bool = True
 ) -> list[dict[str, Any]]:
@@ -373,8 +410,3 @@ def compare_sweep(
     images = default_images(root, COMPARE_IMAGES) or None
     title = f"ganlab sweep: {sweep.path.name if sweep.path else out.name}"
     return compare_runs(dirs, images, out / "compare", sort=sort, title=title, log=log, progress=progress)
-
-
-def describe_grid(sweep: Sweep) -> str:
-    """One line per grid key, for the command's header."""
-    return "\n".join(f"  {k}: {', '.join(map(str, v))}" for k, v in sweep.grid.items())
