@@ -52,10 +52,11 @@ def test_two_epoch_run_writes_everything(tiny_data: Path, tmp_path: Path) -> Non
     assert epochs[0]["lr_d"] == pytest.approx(1.25 * epochs[0]["lr_g"])
 
 
-def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["--set", "train.ema_decay=0.9"]], ids=["plain", "ema"])
+def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path, extra: list[str]) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert train(tiny_data, straight, "--epochs", "2") == 0
-    assert train(tiny_data, resumed, "--epochs", "1") == 0
+    assert train(tiny_data, straight, "--epochs", "2", *extra) == 0
+    assert train(tiny_data, resumed, "--epochs", "1", *extra) == 0
     assert main(["train", "--resume", str(resumed), "--epochs", "2", "--quiet"]) == 0
     a = load_file(straight / "checkpoints" / "epoch_0002.safetensors")
     b = load_file(resumed / "checkpoints" / "epoch_0002.safetensors")
@@ -63,6 +64,7 @@ def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path) -> None:
     assert any(k.startswith("optim/") for k in a) and any(k.startswith("pool/") for k in a)
     different = [k for k in a if not (a[k].shape == b[k].shape and (a[k] == b[k]).all())]
     assert not different, different[:5]
+    assert any(k.startswith("model/G_A2B_ema/") for k in a) == bool(extra)
 
 
 def test_budget_stop_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path) -> None:
@@ -241,3 +243,17 @@ def test_eval_writes_json(tiny_data: Path, tmp_path: Path, capsys) -> None:
         "seconds_per_epoch",
     ):
         assert np.isfinite(res[k]), k
+
+
+def test_ema_generators_are_used_for_inference(tiny_data: Path, tmp_path: Path) -> None:
+    from ganlab.infer.translate import load_run_models
+
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "--epochs", "1", "--set", "train.ema_decay=0.5") == 0
+    ema, _, _ = load_run_models(run)
+    raw, _, _ = load_run_models(run, use_ema=False)
+    ckpt = load_file(run / "checkpoints" / "epoch_0001.safetensors")
+    w = "net.1.weight"
+    assert (ema["G_A2B"].state_dict()[w] == ckpt[f"model/G_A2B_ema/{w}"]).all()
+    assert (raw["G_A2B"].state_dict()[w] == ckpt[f"model/G_A2B/{w}"]).all()
+    assert not (ckpt[f"model/G_A2B_ema/{w}"] == ckpt[f"model/G_A2B/{w}"]).all()

@@ -286,6 +286,7 @@ class TrainConfig:
     gan_loss: Literal["lsgan", "vanilla", "hinge"] = "lsgan"
     schedule: list[Phase] = field(default_factory=documented_schedule)
     pool_size: int = 50
+    ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -308,6 +309,8 @@ class TrainConfig:
             raise ConfigError("schedule: needs at least one phase")
         if self.pool_size < 0:
             raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must lie in [0, 1), got {self.ema_decay}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError("minutes: must be > 0")
 

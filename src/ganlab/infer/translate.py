@@ -19,9 +19,13 @@ DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
 
 
 def load_run_models(
-    run_dir: str | Path, checkpoint: str | int = "latest", device: torch.device | None = None
+    run_dir: str | Path,
+    checkpoint: str | int = "latest",
+    device: torch.device | None = None,
+    use_ema: bool = True,
 ) -> tuple[nn.ModuleDict, CycleGANConfig, dict[str, Any]]:
-    """Rebuild the four networks from a checkpoint's own config and load their weights."""
+    """Rebuild the four networks from a checkpoint's own config and load their weights (the generators'
+    moving averages when the run kept them and ``use_ema``)."""
     from ganlab.train.cyclegan import build_models
 
     ckpt = load_checkpoint(RunDir(Path(run_dir)).resolve_checkpoint(checkpoint))
@@ -30,7 +34,10 @@ def load_run_models(
     cfg = from_dict(CycleGANConfig, ckpt.meta["config"])
     models = build_models(cfg)
     for name in models:
-        load_module_state(ckpt, name, models[name])
+        # Generators: the EMA weights when the run kept them (they are the better generator).
+        ema = f"{name}_ema"
+        use = ema if use_ema and name.startswith("G_") and ckpt.section(f"model/{ema}") else name
+        load_module_state(ckpt, use, models[name])
     models.to(device or torch.device("cpu")).eval()
     return models, cfg, ckpt.meta
 

@@ -22,7 +22,8 @@ from ganlab.config import CycleGANConfig, Phase, TrainConfig, to_dict
 from ganlab.data.images import save_image
 from ganlab.data.unpaired import load_unpaired
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
-from ganlab.train.checkpoint import Checkpoint, restore, save_checkpoint
+from ganlab.train.checkpoint import Checkpoint, load_module_state, restore, save_checkpoint
+from ganlab.train.ema import ema_name, inference_view, make_ema, update_ema
 from ganlab.train.losses import gan_loss, l1
 from ganlab.train.pool import ImagePool
 from ganlab.train.run import Budget, MetricsLog, RunDir, StopFlag, autocast, peak_memory_mb, select_device
@@ -171,6 +172,7 @@ class CycleGANTrainer:
         torch.manual_seed(cfg.train.seed)
         self.models = build_models(cfg).to(self.device)
         self.opts = build_optimizers(self.models, cfg.train)
+        self.ema = make_ema(self.models) if cfg.train.ema_decay > 0 else None
         self.pools = {
             k: ImagePool(cfg.train.pool_size, seed=cfg.train.seed + i) for i, k in enumerate(("D_A", "D_B"))
         }
@@ -183,6 +185,12 @@ class CycleGANTrainer:
         self.metrics = MetricsLog(self.run.metrics_path)
         if resume is not None:
             restore(resume, dict(self.models), self.opts)
+            if self.ema is not None:
+                if resume.section(f"model/{ema_name('G_A2B')}"):
+                    for name in self.ema:
+                        load_module_state(resume, name, self.ema[name])
+                else:  # EMA switched on at resume: start the average from the current weights
+                    self.ema = make_ema(self.models)
             for k, pool in self.pools.items():
                 pool.load_state(resume.tensors, f"pool/{k}", self.device)
             self.epoch, self.step_in_epoch = resume.meta["epoch"], resume.meta["step_in_epoch"]
@@ -228,7 +236,8 @@ class CycleGANTrainer:
         }
         label_epoch, label_step = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
         path = self.run.checkpoint_path(label_epoch, label_step)
-        save_checkpoint(path, dict(self.models), meta, self.opts, tensors)
+        modules = {**dict(self.models), **(dict(self.ema) if self.ema is not None else {})}
+        save_checkpoint(path, modules, meta, self.opts, tensors)
         self.run.set_latest(path, epoch, step_in_epoch)
         t = self.cfg.train
         self.run.prune(t.keep_checkpoints, t.keep_every, protect=path)
@@ -295,6 +304,8 @@ class CycleGANTrainer:
                         self.pools,
                         amp,
                     )
+                    if self.ema is not None:
+                        update_ema(self.ema, self.models, t.ema_decay)
                     self.step_in_epoch += 1
                     self.global_step += 1
                     n += 1
@@ -348,7 +359,9 @@ class CycleGANTrainer:
                 record.update(self.epoch_eval())
                 self.metrics.write(record)
                 self.models.eval()
-                grid = sample_grid(self.models, self.samples_a, self.samples_b, self.device)
+                grid = sample_grid(
+                    inference_view(self.models, self.ema), self.samples_a, self.samples_b, self.device
+                )
                 save_image(grid, self.run.samples / f"epoch_{epoch:04d}.png")
                 if self.tb is not None:
                     self.tb.log_epoch(record)
@@ -378,7 +391,7 @@ class CycleGANTrainer:
 
         self.models.eval()
         res = evaluate_models(
-            self.models,
+            inference_view(self.models, self.ema),
             Path(self.cfg.data.root),
             self.device,
             limit=self.cfg.train.eval_images,
