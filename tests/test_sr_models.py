@@ -119,3 +119,11 @@ def test_vgg_wrong_file_is_a_clear_error(tmp_path) -> None:
         load_vgg19_features(bad)
     with pytest.raises(VGGWeightsError, match="not found"):
         load_vgg19_features(tmp_path / "missing.pth")
+
+
+def test_bicubic_skip_starts_at_the_bicubic_baseline() -> None:
+    from ganlab.data.sr_data import bicubic_resize
+
+    g = SRResNet(sr_preset_config("srresnet-small", scale=3))
+    x = torch.rand(2, 3, 11, 14)
+    assert torch.allclose(g(x), bicubic_resize(x, (33, 42)), atol=1e-6)

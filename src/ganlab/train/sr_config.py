@@ -20,6 +20,7 @@ class SRDataConfig:
     size: int = 96  # HR crop side; a multiple of the scale (the LR crop is size / scale)
     flip: bool = True
     rot90: bool = True
+    detail_candidates: int = 1  # > 1: keep the crop with the largest bicubic error of this many
     split_seed: int = 0  # seed of the built-in photos' train/test split
     photo_max_side: int | None = 1024  # long-side bound of the built-in photos (antialiased downscale)
     eval_root: str | None = None  # per-epoch eval images; None: the built-in held-out test photos
@@ -99,7 +100,10 @@ class SRConfig:
 # the dataclass defaults and the user's files/flags.
 PRESET_RECIPES: dict[str, dict[str, Any]] = {
     "srresnet": {},
-    "srresnet-small": {"train": {"lr": 1e-3, "lr_schedule": "cosine", "pixel_loss": "l1"}},
+    "srresnet-small": {
+        "data": {"detail_candidates": 4},
+        "train": {"lr": 1e-3, "lr_schedule": "cosine", "pixel_loss": "l1"},
+    },
 }
 
 
