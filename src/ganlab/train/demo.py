@@ -25,10 +25,22 @@ from ganlab.train.run import autocast, select_device
 # documented recipe: Adam (0.5, 0.999), D lr x1.25, LSGAN, phased [identity, gan, cycle] weights.
 DEMO_RECIPE: dict[str, Any] = {
     "preset": "model2",
-    "model": {"hidden": 32},
-    "disc": {"hidden": 32},
-    "data": {"size": 64, "load_size": 72},
-    "train": {"batch_size": 4, "lr": 2e-4, "max_steps_per_epoch": 40, "log_every": 10, "eval_images": 16},
+    # Width 32 instead of 96 (about 9x fewer FLOPs); the global skip starts the generators at the identity,
+    # so the first minutes go to learning the style instead of learning to reproduce the input.
+    "model": {"hidden": 32, "global_skip": True},
+    # A 34x34-patch discriminator: the style's cues (outlines, flat areas) are local, and it is cheaper.
+    "disc": {"hidden": 32, "n_layers": 2},
+    # 64 px crops of the 128 px tiles at their native scale (no resize), so train and test see the style at
+    # the same scale.
+    "data": {"size": 64, "load_size": 128},
+    "train": {
+        "batch_size": 4,
+        "lr": 2e-4,
+        "ema_decay": 0.995,
+        "max_steps_per_epoch": 40,
+        "log_every": 10,
+        "eval_images": 16,
+    },
 }
 # Share of the budget spent on training steps; the rest covers per-epoch evaluation, samples and
 # checkpoints (measured: about 10% on a 2-core CPU).
