@@ -17,16 +17,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ganlab import __version__
-from ganlab.config import CycleGANConfig, Phase, TrainConfig, to_dict
+from ganlab.config import CycleGANConfig, Phase, TrainConfig
 from ganlab.data.images import save_image
 from ganlab.data.unpaired import load_unpaired
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
-from ganlab.train.checkpoint import Checkpoint, load_module_state, restore, save_checkpoint
+from ganlab.train.checkpoint import Checkpoint, load_module_state, restore
 from ganlab.train.ema import ema_name, inference_view, make_ema, update_ema
 from ganlab.train.losses import gan_loss, l1
 from ganlab.train.pool import ImagePool
-from ganlab.train.run import Budget, MetricsLog, RunDir, StopFlag, autocast, peak_memory_mb, select_device
+from ganlab.train.run import (
+    Budget,
+    MetricsLog,
+    RunDir,
+    StopFlag,
+    autocast,
+    peak_memory_mb,
+    progress_meta,
+    select_device,
+)
 from ganlab.train.samples import sample_grid, sample_images
 from ganlab.train.schedule import lr_factor, phase_at
 
@@ -198,18 +206,7 @@ class CycleGANTrainer:
             self.train_seconds = float(resume.meta.get("train_seconds", 0.0))
             if config_changes:
                 # The new recipe takes effect from the next step; log it so curves can be read correctly.
-                self.metrics.write(
-                    {
-                        "type": "config_change",
-                        "epoch": self.epoch + 1,
-                        "step": self.global_step,
-                        "changes": config_changes,
-                    }
-                )
-                self.log(
-                    f"config changed at resume (from epoch {self.epoch + 1}): "
-                    + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in config_changes.items())
-                )
+                self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, log)
         self.run.write_config(cfg)
         self.samples_a, self.samples_b = sample_images(self.data, cfg.train.samples)
         self.tb = None
@@ -224,23 +221,14 @@ class CycleGANTrainer:
         tensors: dict[str, torch.Tensor] = {}
         for k, pool in self.pools.items():
             tensors.update(pool.state_tensors(f"pool/{k}"))
-        meta = {
-            "task": "cyclegan",
-            "ganlab_version": __version__,
-            "config": to_dict(self.cfg),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "global_step": self.global_step,
-            "train_seconds": self.budget.elapsed(),
-            "time": time.time(),
-        }
-        label_epoch, label_step = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
-        path = self.run.checkpoint_path(label_epoch, label_step)
+        meta = progress_meta(
+            "cyclegan", self.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
+        )
         modules = {**dict(self.models), **(dict(self.ema) if self.ema is not None else {})}
-        save_checkpoint(path, modules, meta, self.opts, tensors)
-        self.run.set_latest(path, epoch, step_in_epoch)
         t = self.cfg.train
-        self.run.prune(t.keep_checkpoints, t.keep_every, protect=path)
+        path = self.run.save(
+            epoch, step_in_epoch, modules, meta, self.opts, tensors, t.keep_checkpoints, t.keep_every
+        )
         return path
 
     def fit(self) -> TrainResult:

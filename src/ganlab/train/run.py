@@ -87,6 +87,28 @@ class RunDir:
             )
         return path
 
+    def save(
+        self,
+        epoch: int,
+        step_in_epoch: int,
+        modules: dict[str, Any],
+        meta: dict[str, Any],
+        optimizers: dict[str, Any],
+        tensors: dict[str, torch.Tensor] | None = None,
+        keep_last: int = 0,
+        keep_every: int = 0,
+    ) -> Path:
+        """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next (named after
+        the epoch it belongs to), point ``latest`` at it, then prune old ones."""
+        from ganlab.train.checkpoint import save_checkpoint
+
+        label = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
+        path = self.checkpoint_path(*label)
+        save_checkpoint(path, modules, meta, optimizers, tensors)
+        self.set_latest(path, epoch, step_in_epoch)
+        self.prune(keep_last, keep_every, protect=path)
+        return path
+
     def prune(self, keep_last: int, keep_every: int, protect: Path) -> None:
         """Delete old epoch checkpoints: keep the newest ``keep_last`` (0 keeps all) and every
         ``keep_every``-th epoch."""
@@ -109,6 +131,33 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record, default=_json_default) + "\n")
+
+    def config_change(self, epoch: int, step: int, changes: dict[str, list[Any]], log: Any = print) -> None:
+        """Record (and say) a recipe change made at resume; it takes effect from ``epoch``."""
+        self.write({"type": "config_change", "epoch": epoch, "step": step, "changes": changes})
+        log(
+            f"config changed at resume (from epoch {epoch}): "
+            + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+        )
+
+
+def progress_meta(
+    task: str, cfg: Any, epoch: int, step_in_epoch: int, global_step: int, train_seconds: float
+) -> dict[str, Any]:
+    """The checkpoint metadata every trainer writes: what the run is and how far it got."""
+    from ganlab import __version__
+    from ganlab.config import to_dict
+
+    return {
+        "task": task,
+        "ganlab_version": __version__,
+        "config": to_dict(cfg),
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": global_step,
+        "train_seconds": train_seconds,
+        "time": time.time(),
+    }
 
 
 def _json_default(o: Any) -> Any:
