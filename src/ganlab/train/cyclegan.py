@@ -378,11 +378,16 @@ class CycleGANTrainer:
         from ganlab.eval.evaluate import evaluate_models
 
         self.models.eval()
+        # The baselines do not depend on the model: score them once per invocation, then reuse.
+        cached = getattr(self, "_baselines", None)
         res = evaluate_models(
             inference_view(self.models, self.ema),
             Path(self.cfg.data.root),
             self.device,
             limit=self.cfg.train.eval_images,
-            baselines=True,
+            baselines=cached is None,
         )
+        if cached is None:
+            self._baselines = {k: v for k, v in res.items() if k.startswith(("identity_", "affine_"))}
+        res.update(self._baselines)
         return {f"eval_{k}": v for k, v in res.items() if isinstance(v, float)}
