@@ -209,6 +209,7 @@ class CycleGANTrainer:
                 self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, log)
         self.run.write_config(cfg)
         self.samples_a, self.samples_b = sample_images(self.data, cfg.train.samples)
+        self._baselines: dict[str, float] | None = None  # eval baselines, model-independent
         self.tb = None
         if cfg.train.tensorboard:
             from ganlab.train.tensorboard import TensorBoardLogger
@@ -379,7 +380,7 @@ class CycleGANTrainer:
 
         self.models.eval()
         # The baselines do not depend on the model: score them once per invocation, then reuse.
-        cached = getattr(self, "_baselines", None)
+        cached = self._baselines
         res = evaluate_models(
             inference_view(self.models, self.ema),
             Path(self.cfg.data.root),
