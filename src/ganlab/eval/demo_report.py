@@ -67,6 +67,26 @@ def numbers_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def verdict(res: dict[str, Any]) -> str:
+    """One sentence that says what the numbers mean."""
+    gt, ident, aff = res.get("gt_psnr"), res.get("identity_psnr"), res.get("affine_psnr")
+    if gt is None or ident is None:
+        return "No ground truth: only cycle metrics are available."
+    ssim_up = res.get("gt_ssim", 0) > res.get("identity_ssim", 1)
+    if gt > ident and ssim_up:
+        if aff is not None and gt > aff and res.get("gt_ssim", 0) > res.get("affine_ssim", 1):
+            return (
+                "The translation is closer to the ground truth than both baselines: a learned spatial style."
+            )
+        return (
+            "The translation beats the identity baseline but not the oracle colour map: mostly a recolouring."
+        )
+    return (
+        "The translation is not yet closer to the ground truth than the unchanged input (identity "
+        "baseline): the model has not learned the style in this budget; train longer (--minutes)."
+    )
+
+
 def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
     """Write RUN_DIR/report.html and RUN_DIR/demo_grid.png; returns the report path."""
     from ganlab.config import CycleGANConfig, from_dict, load_yaml
@@ -130,7 +150,12 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
         )
     }
     sections = [
-        ("Summary", summary + R.html_table(numbers_rows(res), cols, headers=headers)),
+        (
+            "Summary",
+            summary
+            + f"<p><b>{verdict(res)}</b></p>"
+            + R.html_table(numbers_rows(res), cols, headers=headers),
+        ),
         (
             "Test images: original | translation | ground truth | reconstruction",
             R.img_tag(R.image_data_uri(grid), "demo grid"),
