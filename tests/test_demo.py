@@ -30,7 +30,7 @@ def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
             "model": {"hidden": 8},
             "disc": {"hidden": 8, "n_layers": 2},
             "data": {"size": 32, "load_size": 36},
-            "train": {"max_steps_per_epoch": 3, "batch_size": 2, "eval_images": 2},
+            "train": {"max_steps_per_epoch": 1, "batch_size": 2, "eval_images": 2},
         },
     )
     saved = json.loads((out / "eval.json").read_text())
