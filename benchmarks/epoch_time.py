@@ -10,6 +10,7 @@ metrics.jsonl together with parameters and GFLOPs per 256x256 image.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 from pathlib import Path
@@ -21,6 +22,11 @@ from ganlab.eval.cost import count_params, gflops
 from ganlab.train.api import train
 from ganlab.train.cyclegan import build_models
 from ganlab.train.run import read_metrics
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
@@ -37,8 +43,8 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images/domain, "
         f"{args.size} px, batch {args.batch_size}"
     )
-    print("| preset | generator params | GFLOPs/256px | s/epoch (median) | s/image |")
-    print("|---|---:|---:|---:|---:|")
+    print("| preset | generator params | GFLOPs/256px | wall s/epoch (median) | CPU s/epoch | CPU s/image |")
+    print("|---|---:|---:|---:|---:|---:|")
     for preset in args.presets:
         with tempfile.TemporaryDirectory() as tmp:
             overrides = {
@@ -51,14 +57,17 @@ def main() -> None:
                     "samples": 1,
                 },
             }
+            before = _cpu_seconds()
             train(
                 preset=preset, overrides=overrides, out=Path(tmp) / "run", log=lambda s: None, progress=False
             )
+            cpu = (_cpu_seconds() - before) / args.epochs
             secs = [r["seconds"] for r in read_metrics(Path(tmp) / "run", "epoch")]
         g = build_models(build_cyclegan_config(preset))["G_A2B"]
         med = statistics.median(secs)
         print(
-            f"| {preset} | {count_params(g):,} | {gflops(g, 256):.1f} | {med:.1f} | {med / args.images:.2f} |",
+            f"| {preset} | {count_params(g):,} | {gflops(g, 256):.1f} | {med:.1f} | {cpu:.1f} | "
+            f"{cpu / args.images:.2f} |",
             flush=True,
         )
 
