@@ -102,7 +102,7 @@ PRESET_RECIPES: dict[str, dict[str, Any]] = {
     "srresnet": {},
     "srresnet-small": {
         "data": {"detail_candidates": 4},
-        "train": {"lr": 1e-3, "lr_schedule": "cosine", "pixel_loss": "l1"},
+        "train": {"batch_size": 8, "lr": 1e-3, "lr_schedule": "cosine", "pixel_loss": "l1"},
     },
 }
 
