@@ -176,6 +176,8 @@ class CycleGANTrainer:
         self.cfg, self.log, self.progress = cfg, log, progress
         self.run = RunDir(Path(out))
         self.device = select_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         self.data = load_unpaired(cfg.data, warn=log, progress=progress)
         torch.manual_seed(cfg.train.seed)
         self.models = build_models(cfg).to(self.device)
