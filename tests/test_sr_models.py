@@ -16,7 +16,7 @@ from ganlab.models.sr import (
     sr_preset_names,
 )
 from ganlab.models.vgg import CONV5_4, VGG19Features, VGGWeightsError, load_vgg19_features
-from ganlab.train.sr import perceptual_loss
+from ganlab.train.sr_step import perceptual_loss
 
 TINY_D = SRDiscriminatorConfig(hidden=4, dense=16, pool=2)
 

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "sr":
         from ganlab.train.sr_demo import run_sr_demo
 
-        res = run_sr_demo(out=args.out or "runs/demo-sr", minutes=args.minutes)
+        res = run_sr_demo(out=args.out or "runs/demo-sr", minutes=args.minutes, progress=not args.quiet)
         print(f"report: {res.get('report')}")
         return 0
     from ganlab.commands.eval import format_table

@@ -108,13 +108,14 @@ def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _builtin_split(seed: int, max_side: int | None) -> dict[str, tuple[SRImage, ...]]:
-    # Decoding the offline photos (up to 5K wallpapers) takes seconds; cache per process.
+@functools.lru_cache(maxsize=8)
+def _builtin_split(split: str, seed: int, max_side: int | None) -> tuple[SRImage, ...]:
+    # Decoding the offline photos (up to 5K wallpapers) takes seconds; cache per process and split.
     from ganlab.data.demo import offline_photos, split_photos
 
-    splits = split_photos(offline_photos(), seed)
-    return {k: tuple(_from_array(p.name, p.load(max_side)) for p in v) for k, v in splits.items()}
+    parts = split_photos(offline_photos(), seed)
+    photos = parts["train_a"] + parts["train_b"] if split == "train" else parts["test"]
+    return tuple(_from_array(p.name, p.load(max_side)) for p in photos)
 
 
 def builtin_images(split: str, seed: int = 0, max_side: int | None = 1024) -> list[SRImage]:
@@ -123,12 +124,9 @@ def builtin_images(split: str, seed: int = 0, max_side: int | None = 1024) -> li
     ``max_side`` bounds the long side (antialiased downscale, never upscaled): the wallpapers are up to
     5312 px, soft at the pixel level and would need ~0.5 GB of memory at full size.
     """
-    parts = _builtin_split(seed, max_side)
-    if split == "train":
-        return list(parts["train_a"]) + list(parts["train_b"])
-    if split == "test":
-        return list(parts["test"])
-    raise ValueError(f"unknown split {split!r}; known: train, test")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; known: train, test")
+    return list(_builtin_split(split, seed, max_side))
 
 
 # ------------------------------------------------------------------------------------------ sampler

@@ -96,8 +96,8 @@ class SRConfig:
             )
 
 
-# Recipes tuned per preset (measured on the 2-core CPU; see the README's SR section). They sit between
-# the dataclass defaults and the user's files/flags.
+# Pixel-stage recipes tuned per preset (measured on the 2-core CPU; see the README's SR section). They
+# sit between the dataclass defaults and the user's files/flags.
 PRESET_RECIPES: dict[str, dict[str, Any]] = {
     "srresnet": {},
     "srresnet-small": {
@@ -124,6 +124,8 @@ def build_sr_config(
         return from_dict(SRConfig, merge(base, user))
     name = preset or user.get("preset") or SRConfig.preset
     merged: dict[str, Any] = {"preset": name, "model": to_dict(sr_preset_config(name))}
-    merged = merge(merged, PRESET_RECIPES.get(name, {}))
+    if user.get("train", {}).get("stage", "pixel") == "pixel":
+        # The recipes are for the pixel stage; GAN fine-tuning keeps the paper's defaults (Adam 1e-4).
+        merged = merge(merged, PRESET_RECIPES.get(name, {}))
     merged = merge(merged, {k: v for k, v in user.items() if k != "preset"})
     return from_dict(SRConfig, merged)
