@@ -61,7 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--run", required=True, metavar="RUN_DIR")
     u.add_argument("--out", required=True, metavar="DIR")
     u.add_argument("--tile", type=int, default=256, help="LR tile side (0: whole image at once)")
-    u.add_argument("--tile-pad", type=int, default=32, help="LR context pixels around each tile")
+    u.add_argument(
+        "--tile-pad",
+        type=int,
+        default=None,
+        help="LR context pixels around each tile (default: the model's receptive-field radius: exact)",
+    )
     u.add_argument("--checkpoint", default="latest", help="latest or an epoch number")
     u.add_argument("--device", default="auto")
     u.add_argument("--quiet", action="store_true")
@@ -142,7 +147,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     from ganlab.cli import UserError
     from ganlab.infer.upscale import upscale_files
 
-    if args.tile < 0 or args.tile_pad < 0:
+    if args.tile < 0 or (args.tile_pad is not None and args.tile_pad < 0):
         raise UserError("--tile and --tile-pad must be >= 0")
     _check_device(args.device)
     written = upscale_files(

@@ -129,17 +129,21 @@ def upscale_files(
     inputs: list[str | Path],
     out: str | Path,
     tile: int = 256,
-    pad: int = 32,
+    pad: int | None = None,
     checkpoint: str | int = "latest",
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
-    """Upscale every input file (or image under an input folder) with the run's generator."""
+    """Upscale every input file (or image under an input folder) with the run's generator.
+
+    ``pad`` None: the generator's receptive-field radius, which makes tiling exact.
+    """
     from ganlab.eval.sr_eval import load_sr_generator
     from ganlab.train.run import select_device
 
     dev = select_device(device)
     model, cfg, _ = load_sr_generator(run_dir, checkpoint, dev)
+    pad = model.receptive_radius if pad is None else pad
     pairs = collect_inputs(inputs, Path(out))
     written = []
     for src, dst in tqdm(pairs, desc="upscale", unit="image", disable=not progress, dynamic_ncols=True):

@@ -10,6 +10,7 @@ Internally the input is shifted by -0.5 and the output by +0.5 so the network wo
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -113,6 +114,15 @@ class SRResNet(nn.Module):
             # instead of adding noise the first hundred steps would spend removing.
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
+
+    @property
+    def receptive_radius(self) -> int:
+        """How many LR pixels away an input pixel can still change an output pixel (rounded up): the
+        tile padding that makes tiled inference exact. 9x9 head (4) + 2 per residual block + 1 + the
+        3x3 sub-pixel convs (1 pixel at 1/2, 1/4, .. LR px once upsampled) + the 9x9 tail at HR (4/s)."""
+        s, n = self.cfg.scale, self.cfg.n_residual
+        ups = 1.0 if s == 3 else sum(0.5**i for i in range({2: 1, 4: 2, 8: 3}[s]))
+        return math.ceil(4 + 2 * n + 1 + ups + 4 / s)
 
     # Reflect padding needs a side > pad; the 9x9 convs pad 4, so smaller inputs are replicate-padded.
     MIN_SIDE = 5
