@@ -44,8 +44,9 @@ def test_reference_parameter_counts() -> None:
     assert n_params(PatchGANDiscriminator(PatchGANConfig())) == 2_764_737
 
 
-def test_discriminator_gradients_and_patch_output() -> None:
-    d = PatchGANDiscriminator(PatchGANConfig(hidden=16))
+@pytest.mark.parametrize("sn", [False, True], ids=["plain", "spectral_norm"])
+def test_discriminator_gradients_and_patch_output(sn: bool) -> None:
+    d = PatchGANDiscriminator(PatchGANConfig(hidden=16, spectral_norm=sn))
     out = d(torch.randn(2, 3, 70, 70))
     assert out.shape == (2, 1, 6, 6)  # 70x70 receptive field: one score per patch
     out.mean().backward()
@@ -82,3 +83,16 @@ def test_global_skip_starts_as_identity_and_learns() -> None:
     assert torch.allclose(y, x, atol=1e-5)
     y.square().mean().backward()
     assert all(p.grad is not None for p in g.parameters())
+
+
+def test_spectral_norm_bounds_each_conv() -> None:
+    torch.manual_seed(0)
+    d = PatchGANDiscriminator(PatchGANConfig(hidden=8, spectral_norm=True))
+    d.train()
+    for _ in range(30):  # power iterations converge over forward passes
+        d(torch.randn(1, 3, 32, 32))
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 5
+    for m in convs:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.05)

@@ -257,3 +257,29 @@ def test_ema_generators_are_used_for_inference(tiny_data: Path, tmp_path: Path) 
     assert (ema["G_A2B"].state_dict()[w] == ckpt[f"model/G_A2B_ema/{w}"]).all()
     assert (raw["G_A2B"].state_dict()[w] == ckpt[f"model/G_A2B/{w}"]).all()
     assert not (ckpt[f"model/G_A2B_ema/{w}"] == ckpt[f"model/G_A2B/{w}"]).all()
+    # `ganlab eval --raw` scores the raw generators into its own file, leaving eval.json alone.
+    assert main(["eval", "--run", str(run), "--json"]) == 0
+    assert main(["eval", "--run", str(run), "--json", "--raw"]) == 0
+    smoothed = json.loads((run / "eval.json").read_text())
+    raw_res = json.loads((run / "eval_raw.json").read_text())
+    assert (smoothed["generators"], raw_res["generators"]) == ("ema", "raw")
+    assert smoothed["cycle_psnr"] != raw_res["cycle_psnr"]
+
+
+def test_ema_warmup_ramps_the_decay() -> None:
+    import torch
+    from torch import nn
+
+    from ganlab.train.ema import make_ema, update_ema, warmup_decay
+
+    assert warmup_decay(0.995, 0) == pytest.approx(0.1)
+    assert warmup_decay(0.995, 90) == pytest.approx(0.91)
+    assert warmup_decay(0.995, 10_000) == 0.995  # the configured decay once the ramp passes it
+    models = nn.ModuleDict({k: nn.Linear(2, 2) for k in ("G_A2B", "G_B2A")})
+    ema = make_ema(models)
+    start = ema["G_A2B_ema"].weight.clone()
+    with torch.no_grad():
+        models["G_A2B"].weight.add_(1.0)
+    update_ema(ema, models, 0.995, step=0)  # the first update keeps only 10% of the initial weights
+    expected = 0.1 * start + 0.9 * models["G_A2B"].weight
+    assert torch.allclose(ema["G_A2B_ema"].weight, expected)

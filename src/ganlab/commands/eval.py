@@ -15,6 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="latest")
     p.add_argument("--limit", type=int, help="at most this many test images per domain")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="score the raw generators instead of their moving average (runs with train.ema_decay); "
+        "writes eval_raw.json",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -47,10 +53,18 @@ def format_table(res: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ganlab.eval.evaluate import evaluate_run
 
-    res = evaluate_run(args.run, args.data, args.checkpoint, args.device, args.limit, progress=not args.json)
+    res = evaluate_run(
+        args.run,
+        args.data,
+        args.checkpoint,
+        args.device,
+        args.limit,
+        progress=not args.json,
+        use_ema=not args.raw,
+    )
     if args.json:
         print(json.dumps(res, indent=2, default=str))
     else:
         print(format_table(res))
-        print(f"(written to {args.run}/eval.json)")
+        print(f"(written to {args.run}/{'eval_raw.json' if args.raw else 'eval.json'})")
     return 0

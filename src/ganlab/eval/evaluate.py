@@ -107,14 +107,16 @@ def evaluate_run(
     device: str = "auto",
     limit: int | None = None,
     progress: bool = True,
+    use_ema: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint on ``data`` (default: the run's own data root); write RUN_DIR/eval.json."""
+    """Evaluate a run's checkpoint on ``data`` (default: the run's own data root); write RUN_DIR/eval.json
+    (``use_ema=False``: the raw generators of an EMA run, written to RUN_DIR/eval_raw.json)."""
     from ganlab.infer.translate import load_run_models
     from ganlab.train.run import read_metrics, select_device
 
     run_dir = Path(run_dir)
     dev = select_device(device)
-    models, cfg, meta = load_run_models(run_dir, checkpoint, dev)
+    models, cfg, meta = load_run_models(run_dir, checkpoint, dev, use_ema=use_ema)
     root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
     if root is None or not (root / "testA").is_dir():
         from ganlab.cli import UserError
@@ -132,6 +134,7 @@ def evaluate_run(
             "run": str(run_dir),
             "data": str(root),
             "checkpoint_epoch": meta["epoch"],
+            "generators": "ema" if use_ema and cfg.train.ema_decay > 0 else "raw",
             "preset": cfg.preset,
             "generator_params": count_params(models["G_A2B"]),
             "discriminator_params": count_params(models["D_A"]),
@@ -143,5 +146,5 @@ def evaluate_run(
     )
     tmp = run_dir / ".eval.json.tmp"
     tmp.write_text(json.dumps(res, indent=2, default=str))
-    tmp.replace(run_dir / "eval.json")
+    tmp.replace(run_dir / ("eval.json" if use_ema else "eval_raw.json"))
     return res

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ganlab.models.blocks import NormKind, conv_bias, make_norm
 
@@ -18,6 +19,9 @@ class PatchGANConfig:
     hidden: int = 64
     n_layers: int = 3
     norm: NormKind = "instance"
+    # Spectral normalisation of every conv (Miyato et al. 2018, arXiv 1802.05957): bounds D's Lipschitz
+    # constant, so its gradients to the generators stay smooth when it starts winning easily.
+    spectral_norm: bool = False
     in_channels: int = 3
 
     def validate(self) -> None:
@@ -47,6 +51,8 @@ class PatchGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch = nxt
         layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        if cfg.spectral_norm:
+            layers = [spectral_norm(m) if isinstance(m, nn.Conv2d) else m for m in layers]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -296,7 +296,7 @@ class CycleGANTrainer:
                         amp,
                     )
                     if self.ema is not None:
-                        update_ema(self.ema, self.models, t.ema_decay)
+                        update_ema(self.ema, self.models, t.ema_decay, self.global_step)
                     self.step_in_epoch += 1
                     self.global_step += 1
                     n += 1
