@@ -125,6 +125,26 @@ def test_split_photos_rejects_too_few_and_duplicates():
         demo.split_photos(dup)
 
 
+def test_balance_domains_matches_colour_and_keeps_the_test_split():
+    # Twelve flat photos: six bluish, six reddish; a deal that puts all the blue ones in domain A.
+    def flat(rgb):
+        return Image.new("RGB", (64, 48), rgb)
+
+    photos = [demo.PhotoSource(f"p{i:02d}", None, "CC0", "pkg-a" if i % 2 else "pkg-b") for i in range(14)]
+    working = {p.name: flat((40, 60, 200) if i < 6 else (200, 60, 40)) for i, p in enumerate(photos)}
+    splits = {"train_a": photos[:6], "train_b": photos[6:12], "test": photos[12:]}
+    out, dist = demo.balance_domains(splits, working, seed=0)
+    assert [p.name for p in out["test"]] == ["p12", "p13"]
+    names = sorted(p.name for p in out["train_a"] + out["train_b"])
+    assert names == [f"p{i:02d}" for i in range(12)]  # the same training photos, each once
+    assert abs(len(out["train_a"]) - len(out["train_b"])) <= 1
+    assert dist["before"] > 50 and dist["after"] < 0.2 * dist["before"]
+    blue = {f"p{i:02d}" for i in range(6)}
+    assert 0 < sum(p.name in blue for p in out["train_a"]) < 6  # both colours in each domain
+    again, _ = demo.balance_domains(splits, working, seed=0)
+    assert [p.name for p in again["train_a"]] == [p.name for p in out["train_a"]]  # deterministic
+
+
 def test_offline_photos_load_as_float_rgb(no_debian):
     photos = demo.offline_photos()
     names = [p.name for p in photos]
