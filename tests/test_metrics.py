@@ -197,3 +197,18 @@ def test_tint_blue_and_yellow(astro):
     assert M.tint(astro, yellow)["delta_b"] > 3
     same = M.tint(astro, astro)
     assert all(abs(v) < 1e-9 for v in same.values())
+
+
+def test_change_alignment_separates_direction_from_strength() -> None:
+    from ganlab.eval.metrics import change_alignment
+
+    rng = np.random.default_rng(0)
+    xs = [rng.random((16, 16, 3)) for _ in range(3)]
+    ts = [np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1) for x in xs]
+    weak = [x + 0.1 * (t - x) for x, t in zip(xs, ts)]  # right direction, a tenth of the way
+    assert change_alignment(xs, weak, ts) == pytest.approx(1.0)
+    away = [x - 0.5 * (t - x) for x, t in zip(xs, ts)]
+    assert change_alignment(xs, away, ts) == pytest.approx(-1.0)
+    noise = [x + rng.normal(0, 0.1, x.shape) for x in xs]
+    assert abs(change_alignment(xs, noise, ts)) < 0.1
+    assert np.isnan(change_alignment(xs, xs, ts))  # the identity changes nothing

@@ -38,6 +38,7 @@ def format_table(res: dict) -> str:
         if p in res:
             lines.append(f"{label:34s} {res[p]:8.2f} {res[s]:7.4f}")
     extra = [
+        ("A->B change alignment with truth", "gt_alignment"),
         ("checkerboard (flat grey)", "checkerboard_flat"),
         ("checkerboard (test images)", "checkerboard_images"),
         ("tint: mean delta a*", "tint_delta_a"),

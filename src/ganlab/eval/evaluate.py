@@ -4,7 +4,8 @@ For testA (and testB) images: cycle PSNR/SSIM (input vs reconstruction), and whe
 true A->B renderings, ground-truth PSNR/SSIM of the translation beside two baselines: identity (output =
 input) and an oracle global affine colour map fitted by least squares on the test pairs themselves (it can
 only recolour, so beating it proves a learned spatial mapping). Also the artifact and tint numbers:
-checkerboard index on a flat grey input and on the translated test images, and the CIELAB colour shift.
+checkerboard index on a flat grey input and on the translated test images, the CIELAB colour shift, and
+``gt_alignment``: the cosine between what the translation changed and what the truth changed.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def evaluate_models(
             out["n_gt"] = len(pairs)
             out["gt_psnr"] = _mean([M.psnr(f, g) for _, f, g in pairs])
             out["gt_ssim"] = _mean([M.ssim(f, g) for _, f, g in pairs])
+            out["gt_alignment"] = M.change_alignment(*zip(*pairs))
             gt_shift = M.mean_over_pairs(M.tint, [g for *_, g in pairs], [f for _, f, _ in pairs])
             out.update({f"gt_tint_{k}": float(v) for k, v in gt_shift.items()})
             if baselines:

@@ -26,6 +26,7 @@ __all__ = [
     "apply_affine_color",
     "checkerboard_index",
     "rgb_to_lab",
+    "change_alignment",
     "delta_e76",
     "delta_e2000",
     "tint",
@@ -179,6 +180,24 @@ def apply_affine_color(img: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- checkerboard
+def change_alignment(inputs: Sequence, outputs: Sequence, targets: Sequence) -> float:
+    """Cosine similarity between what a translation changed (output - input) and what it should have
+    changed (target - input), pooled over all pixels of all pairs.
+
+    1: it moves exactly toward the truth (at any strength); 0: its changes are unrelated to the truth
+    (noise, or a shift the truth does not have); negative: it moves away. Unlike PSNR it separates
+    "learned the right direction, too weakly" from "learned something else". NaN if nothing changed.
+    """
+    dot = dd = tt = 0.0
+    for x, y, t in zip(inputs, outputs, targets):
+        x, y, t = _f64(x), _f64(y), _f64(t)
+        d, e = y - x, t - x
+        dot += float((d * e).sum())
+        dd += float((d * d).sum())
+        tt += float((e * e).sum())
+    return dot / np.sqrt(dd * tt) if dd > 0 and tt > 0 else float("nan")
+
+
 def checkerboard_index(img: np.ndarray, factor_log2: int = 1, highpass: bool = False) -> float:
     """Share of non-DC spectral energy on the aliasing bins of x2^k upsampling (Odena et al. 2016 artefacts).
 
