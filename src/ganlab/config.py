@@ -286,6 +286,9 @@ class TrainConfig:
     gan_loss: Literal["lsgan", "vanilla", "hinge"] = "lsgan"
     schedule: list[Phase] = field(default_factory=documented_schedule)
     pool_size: int = 50
+    # Differentiable augmentation of every discriminator input, real and fake (ganlab.train.augment):
+    # any of "color", "translation". Off in the documented recipe.
+    augment: list[str] = field(default_factory=list)
     ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
@@ -310,6 +313,11 @@ class TrainConfig:
             raise ConfigError("lr: must be > 0")
         if not self.schedule:
             raise ConfigError("schedule: needs at least one phase")
+        from ganlab.train.augment import TRANSFORMS
+
+        unknown = [a for a in self.augment if a not in TRANSFORMS]
+        if unknown:
+            raise ConfigError(f"augment: unknown {unknown}; known: {sorted(TRANSFORMS)}")
         if self.pool_size < 0:
             raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
         if self.threads is not None and self.threads < 1:

@@ -21,6 +21,7 @@ from ganlab.config import CycleGANConfig, Phase, TrainConfig
 from ganlab.data.images import save_image
 from ganlab.data.unpaired import load_unpaired
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
+from ganlab.train.augment import make_augment
 from ganlab.train.checkpoint import Checkpoint, load_module_state, restore
 from ganlab.train.ema import ema_name, inference_view, make_ema, update_ema
 from ganlab.train.losses import gan_loss, l1
@@ -93,9 +94,13 @@ def train_step(
     gan_kind: str,
     pools: dict[str, ImagePool],
     amp: Callable[[], Any],
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term."""
+    """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term.
+
+    ``augment`` (ganlab.train.augment) transforms every discriminator input, real and fake alike."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
+    aug = augment or (lambda x: x)
 
     # --- Generators: fool the discriminators, reconstruct through the cycle, keep in-domain images.
     _requires_grad(d_a, False)
@@ -106,8 +111,8 @@ def train_step(
         rec_a = g_ba(fake_b)  # A -> B -> A
         fake_a = g_ba(real_b)  # B -> A
         rec_b = g_ab(fake_a)  # B -> A -> B
-        loss_gan_ab = gan_loss(gan_kind, d_b(fake_b), True, for_discriminator=False)
-        loss_gan_ba = gan_loss(gan_kind, d_a(fake_a), True, for_discriminator=False)
+        loss_gan_ab = gan_loss(gan_kind, d_b(aug(fake_b)), True, for_discriminator=False)
+        loss_gan_ba = gan_loss(gan_kind, d_a(aug(fake_a)), True, for_discriminator=False)
         loss_cyc_a, loss_cyc_b = l1(rec_a, real_a), l1(rec_b, real_b)
         if w.identity > 0:
             # An image already in the target domain should pass unchanged (colour preservation).
@@ -130,7 +135,8 @@ def train_step(
         opts[name].zero_grad(set_to_none=True)
         pooled = pools[name].query(fake.detach())
         with amp():
-            loss_d = 0.5 * (gan_loss(gan_kind, disc(real), True) + gan_loss(gan_kind, disc(pooled), False))
+            real_score, fake_score = disc(aug(real)), disc(aug(pooled))
+            loss_d = 0.5 * (gan_loss(gan_kind, real_score, True) + gan_loss(gan_kind, fake_score, False))
         loss_d.backward()
         opts[name].step()
         d_losses[name] = loss_d
@@ -183,6 +189,7 @@ class CycleGANTrainer:
         self.models = build_models(cfg).to(self.device)
         self.opts = build_optimizers(self.models, cfg.train)
         self.ema = make_ema(self.models) if cfg.train.ema_decay > 0 else None
+        self.augment = make_augment(cfg.train.augment)
         self.pools = {
             k: ImagePool(cfg.train.pool_size, seed=cfg.train.seed + i) for i, k in enumerate(("D_A", "D_B"))
         }
@@ -294,6 +301,7 @@ class CycleGANTrainer:
                         t.gan_loss,
                         self.pools,
                         amp,
+                        self.augment,
                     )
                     if self.ema is not None:
                         update_ema(self.ema, self.models, t.ema_decay, self.global_step)

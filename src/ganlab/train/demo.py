@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ganlab.config import CycleGANConfig, build_cyclegan_config, merge, to_dict
+from ganlab.train.augment import make_augment
 from ganlab.train.cyclegan import build_models, build_optimizers, train_step
 from ganlab.train.pool import ImagePool
 from ganlab.train.run import autocast, select_device
@@ -64,10 +65,11 @@ def measure_step_seconds(cfg: CycleGANConfig, device: torch.device, steps: int =
         return autocast(device, cfg.train.precision)
 
     w = cfg.train.schedule[0]
-    train_step(models, opts, a, b, w, cfg.train.gan_loss, pools, amp)  # warm-up (allocations, kernels)
+    aug = make_augment(cfg.train.augment)
+    train_step(models, opts, a, b, w, cfg.train.gan_loss, pools, amp, aug)  # warm-up (allocations, kernels)
     t0 = time.perf_counter()
     for _ in range(steps):
-        train_step(models, opts, a, b, w, cfg.train.gan_loss, pools, amp)
+        train_step(models, opts, a, b, w, cfg.train.gan_loss, pools, amp, aug)
     return (time.perf_counter() - t0) / steps
 
 
