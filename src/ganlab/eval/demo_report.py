@@ -111,6 +111,8 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
             "eval_gt_ssim",
             {"identity": last.get("eval_identity_ssim"), "affine": last.get("eval_affine_ssim")},
         ),
+        # Cosine between the translation's change and the true change: > 0 means it moves toward the style.
+        ("eval_gt_alignment", {"no relation": 0.0}),
         ("eval_cycle_psnr", {"documented": DOCUMENTED["cycle_psnr"]}),
         ("eval_cycle_ssim", {"documented": DOCUMENTED["cycle_ssim"]}),
     ):
@@ -141,6 +143,7 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
     extra = {
         k: res.get(k)
         for k in (
+            "gt_alignment",
             "checkerboard_flat",
             "checkerboard_images",
             "tint_delta_a",
