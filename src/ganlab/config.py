@@ -313,11 +313,12 @@ class TrainConfig:
             raise ConfigError("lr: must be > 0")
         if not self.schedule:
             raise ConfigError("schedule: needs at least one phase")
-        from ganlab.train.augment import TRANSFORMS
+        from ganlab.train.augment import make_augment
 
-        unknown = [a for a in self.augment if a not in TRANSFORMS]
-        if unknown:
-            raise ConfigError(f"augment: unknown {unknown}; known: {sorted(TRANSFORMS)}")
+        try:
+            make_augment(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"augment: {e}") from None
         if self.pool_size < 0:
             raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
         if self.threads is not None and self.threads < 1:

@@ -317,14 +317,13 @@ def balance_domains(
 
     best = (distance(splits["train_a"], splits["train_b"]), splits["train_a"], splits["train_b"])
     before = best[0]
-    origins = sorted({p.origin for p in pool})
+    groups = [[p for p in pool if p.origin == o] for o in sorted({p.origin for p in pool})]
     rng = np.random.default_rng([seed, 1000])
     for _ in range(candidates):
         a: list[PhotoSource] = []
         b: list[PhotoSource] = []
         flip = int(rng.integers(2))
-        for origin in origins:
-            group = [p for p in pool if p.origin == origin]
+        for group in groups:
             for i in rng.permutation(len(group)):
                 (a if flip % 2 == 0 else b).append(group[i])
                 flip += 1

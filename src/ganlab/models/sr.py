@@ -104,9 +104,9 @@ class SRResNet(nn.Module):
         self.head = nn.Sequential(_conv(cfg.in_channels, c, 9), nn.PReLU(c))
         self.body = nn.Sequential(*[SRResidualBlock(c, cfg.norm) for _ in range(cfg.n_residual)])
         self.body_out = nn.Sequential(_conv(c, c, 3, bias), make_norm(cfg.norm, c))
-        factors = [3] if cfg.scale == 3 else [2] * {2: 1, 4: 2, 8: 3}[cfg.scale]
+        self.factors = [3] if cfg.scale == 3 else [2] * {2: 1, 4: 2, 8: 3}[cfg.scale]
         self.upsample = nn.Sequential(
-            *[nn.Sequential(PixelShuffleUp(c, c, icnr=cfg.icnr, scale=f), nn.PReLU(c)) for f in factors]
+            *[nn.Sequential(PixelShuffleUp(c, c, icnr=cfg.icnr, scale=f), nn.PReLU(c)) for f in self.factors]
         )
         self.tail = _conv(c, cfg.in_channels, 9)
         if cfg.skip == "bicubic":
@@ -120,9 +120,8 @@ class SRResNet(nn.Module):
         """How many LR pixels away an input pixel can still change an output pixel (rounded up): the
         tile padding that makes tiled inference exact. 9x9 head (4) + 2 per residual block + 1 + the
         3x3 sub-pixel convs (1 pixel at 1/2, 1/4, .. LR px once upsampled) + the 9x9 tail at HR (4/s)."""
-        s, n = self.cfg.scale, self.cfg.n_residual
-        ups = 1.0 if s == 3 else sum(0.5**i for i in range({2: 1, 4: 2, 8: 3}[s]))
-        return math.ceil(4 + 2 * n + 1 + ups + 4 / s)
+        ups = sum(1.0 / math.prod(self.factors[:i]) for i in range(len(self.factors)))
+        return math.ceil(4 + 2 * self.cfg.n_residual + 1 + ups + 4 / self.cfg.scale)
 
     # Reflect padding needs a side > pad; the 9x9 convs pad 4, so smaller inputs are replicate-padded.
     MIN_SIDE = 5

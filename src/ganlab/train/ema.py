@@ -35,11 +35,10 @@ def warmup_decay(decay: float, step: int) -> float:
 
 
 @torch.no_grad()
-def update_ema(ema: nn.ModuleDict, models: nn.ModuleDict, decay: float, step: int | None = None) -> None:
+def update_ema(ema: nn.ModuleDict, models: nn.ModuleDict, decay: float, step: int) -> None:
     """ema <- d * ema + (1 - d) * model, parameters and buffers alike; d = ``warmup_decay(decay, step)``
-    when ``step`` (updates done before this one) is given, else ``decay``."""
-    if step is not None:
-        decay = warmup_decay(decay, step)
+    with ``step`` the number of updates done before this one."""
+    decay = warmup_decay(decay, step)
     for k in GENERATORS:
         e, m = ema[ema_name(k)], models[k]
         for pe, pm in zip(e.parameters(), m.parameters()):
