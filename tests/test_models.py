@@ -44,9 +44,11 @@ def test_reference_parameter_counts() -> None:
     assert n_params(PatchGANDiscriminator(PatchGANConfig())) == 2_764_737
 
 
-@pytest.mark.parametrize("sn", [False, True], ids=["plain", "spectral_norm"])
-def test_discriminator_gradients_and_patch_output(sn: bool) -> None:
-    d = PatchGANDiscriminator(PatchGANConfig(hidden=16, spectral_norm=sn))
+@pytest.mark.parametrize(
+    "sn, aa", [(False, False), (True, False), (False, True)], ids=["plain", "spectral_norm", "antialias"]
+)
+def test_discriminator_gradients_and_patch_output(sn: bool, aa: bool) -> None:
+    d = PatchGANDiscriminator(PatchGANConfig(hidden=16, spectral_norm=sn, antialias=aa))
     out = d(torch.randn(2, 3, 70, 70))
     assert out.shape == (2, 1, 6, 6)  # 70x70 receptive field: one score per patch
     out.mean().backward()
@@ -96,3 +98,27 @@ def test_spectral_norm_bounds_each_conv() -> None:
     for m in convs:
         sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
         assert sigma == pytest.approx(1.0, abs=0.05)
+
+
+def test_antialiased_discriminator_is_blind_to_a_2px_grid() -> None:
+    """The aliasing the option removes: a 2-px period pattern is invisible after the binomial low-pass
+    (its kernel has a zero at the Nyquist frequency), but a plain strided conv responds to it."""
+    torch.manual_seed(0)
+    grid = torch.zeros(1, 3, 64, 64)
+    grid[..., 0::2, :] = 0.5  # horizontal stripes, 2 px period, mean 0.25
+    flat = torch.full_like(grid, 0.25)
+    # No norm: instance-norm statistics would mix the border region into every score.
+    aa = PatchGANDiscriminator(PatchGANConfig(hidden=8, n_layers=1, norm="none", antialias=True))
+    plain = PatchGANDiscriminator(PatchGANConfig(hidden=8, n_layers=1, norm="none"))
+    # Same weights, conv by conv (the blur has no parameters but shifts the layer indices).
+    for dst, src in zip(
+        (m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)),
+        (m for m in aa.modules() if isinstance(m, torch.nn.Conv2d)),
+        strict=True,
+    ):
+        dst.load_state_dict(src.state_dict())
+    # Away from the borders (reflect padding changes the pattern's phase there) the blurred grid is flat.
+    inner = (..., slice(4, -4), slice(4, -4))
+    assert aa(grid)[inner].numel() > 100
+    assert torch.allclose(aa(grid)[inner], aa(flat)[inner], atol=1e-5)
+    assert not torch.allclose(plain(grid)[inner], plain(flat)[inner], atol=1e-3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -22,6 +23,11 @@ class PatchGANConfig:
     # Spectral normalisation of every conv (Miyato et al. 2018, arXiv 1802.05957): bounds D's Lipschitz
     # constant, so its gradients to the generators stay smooth when it starts winning easily.
     spectral_norm: bool = False
+    # Low-pass (binomial [1, 2, 1] x [1, 2, 1]) before every stride-2 conv. A strided conv aliases: a
+    # pattern at 2 px period (a dot grid, stripes) folds onto coarse features, so a generator can fool
+    # the discriminator with exactly those patterns. Blurring first removes that blind spot (Zhang 2019,
+    # "Making Convolutional Networks Shift-Invariant Again", arXiv 1904.11486).
+    antialias: bool = False
     in_channels: int = 3
 
     def validate(self) -> None:
@@ -29,6 +35,20 @@ class PatchGANConfig:
 
         if self.hidden < 1 or self.n_layers < 1:
             raise ConfigError("hidden and n_layers must be >= 1")
+
+
+class Blur(nn.Module):
+    """Depthwise 3x3 binomial low-pass, size-preserving (reflect padding); no parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16.0)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect" if min(x.shape[-2:]) > 1 else "replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), groups=c)
 
 
 class PatchGANDiscriminator(nn.Module):
@@ -43,11 +63,17 @@ class PatchGANDiscriminator(nn.Module):
         self.cfg = cfg
         bias = conv_bias(cfg.norm)
         ch = cfg.hidden
-        layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        blur = [Blur()] if cfg.antialias else []
+        layers: list[nn.Module] = [
+            *blur,
+            nn.Conv2d(cfg.in_channels, ch, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
         for i in range(1, cfg.n_layers + 1):
             nxt = cfg.hidden * min(2**i, 8)
             stride = 2 if i < cfg.n_layers else 1
-            layers += [nn.Conv2d(ch, nxt, 4, stride, 1, bias=bias), make_norm(cfg.norm, nxt)]
+            layers += [*(blur if stride == 2 else []), nn.Conv2d(ch, nxt, 4, stride, 1, bias=bias)]
+            layers.append(make_norm(cfg.norm, nxt))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch = nxt
         layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
