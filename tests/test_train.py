@@ -54,8 +54,13 @@ def test_two_epoch_run_writes_everything(tiny_data: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--set", "train.ema_decay=0.9"], ["--set", "train.augment=[color, translation]"]],
-    ids=["plain", "ema", "augment"],
+    [
+        [],
+        ["--set", "train.ema_decay=0.9"],
+        ["--set", "train.augment=[color, translation]"],
+        ["--set", "train.cycle_blur=1.0", "--set", "disc.antialias=true"],
+    ],
+    ids=["plain", "ema", "augment", "lowpass"],
 )
 def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path, extra: list[str]) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -157,6 +162,7 @@ def test_corrupt_files_skipped_with_warning(tiny_data: Path, tmp_path: Path, cap
         (["--preset", "nope"], "unknown preset 'nope'; known presets: model1, model2"),
         (["--set", "train.nope=1"], "unknown config key train.nope"),
         (["--set", "train.gan_loss=wgan"], "valid values: lsgan, vanilla, hinge"),
+        (["--set", "train.cycle_blur=-1"], "cycle_blur: must be >= 0"),
     ],
 )
 def test_clear_errors(tiny_data: Path, tmp_path: Path, capsys, args: list[str], message: str) -> None:

@@ -289,6 +289,9 @@ class TrainConfig:
     # Differentiable augmentation of every discriminator input, real and fake (ganlab.train.augment):
     # any of "color", "translation". Off in the documented recipe.
     augment: list[str] = field(default_factory=list)
+    # Gaussian sigma (px) applied to both images of the L1 cycle term: the cycle then keeps structure but
+    # lets a generator drop fine texture instead of hiding it (ganlab.train.losses.cycle_l1). 0: exact.
+    cycle_blur: float = 0.0
     ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
@@ -319,6 +322,8 @@ class TrainConfig:
             make_augment(self.augment)
         except ValueError as e:
             raise ConfigError(f"augment: {e}") from None
+        if self.cycle_blur < 0:
+            raise ConfigError(f"cycle_blur: must be >= 0 (0 is the exact cycle), got {self.cycle_blur}")
         if self.pool_size < 0:
             raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
         if self.threads is not None and self.threads < 1:

@@ -24,7 +24,7 @@ from ganlab.models import PatchGANDiscriminator, ResnetGenerator
 from ganlab.train.augment import make_augment
 from ganlab.train.checkpoint import Checkpoint, load_module_state, restore
 from ganlab.train.ema import ema_name, inference_view, make_ema, update_ema
-from ganlab.train.losses import gan_loss, l1
+from ganlab.train.losses import cycle_l1, gan_loss, l1
 from ganlab.train.pool import ImagePool
 from ganlab.train.run import (
     Budget,
@@ -95,10 +95,12 @@ def train_step(
     pools: dict[str, ImagePool],
     amp: Callable[[], Any],
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cycle_blur: float = 0.0,
 ) -> dict[str, float]:
     """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term.
 
-    ``augment`` (ganlab.train.augment) transforms every discriminator input, real and fake alike."""
+    ``augment`` (ganlab.train.augment) transforms every discriminator input, real and fake alike;
+    ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma (losses.cycle_l1)."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
     aug = augment or (lambda x: x)
 
@@ -113,7 +115,8 @@ def train_step(
         rec_b = g_ab(fake_a)  # B -> A -> B
         loss_gan_ab = gan_loss(gan_kind, d_b(aug(fake_b)), True, for_discriminator=False)
         loss_gan_ba = gan_loss(gan_kind, d_a(aug(fake_a)), True, for_discriminator=False)
-        loss_cyc_a, loss_cyc_b = l1(rec_a, real_a), l1(rec_b, real_b)
+        loss_cyc_a = cycle_l1(rec_a, real_a, cycle_blur)
+        loss_cyc_b = cycle_l1(rec_b, real_b, cycle_blur)
         if w.identity > 0:
             # An image already in the target domain should pass unchanged (colour preservation).
             loss_idt_a, loss_idt_b = l1(g_ba(real_a), real_a), l1(g_ab(real_b), real_b)
@@ -302,6 +305,7 @@ class CycleGANTrainer:
                         self.pools,
                         amp,
                         self.augment,
+                        t.cycle_blur,
                     )
                     if self.ema is not None:
                         update_ema(self.ema, self.models, t.ema_decay, self.global_step)

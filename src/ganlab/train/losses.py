@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -29,3 +31,31 @@ def gan_loss(kind: str, pred: torch.Tensor, real: bool, for_discriminator: bool 
 
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(a.float(), b.float())
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with std ``sigma`` px (kernel radius ceil(3 sigma)),
+    reflect-padded so the borders are not darkened; sigma <= 0 returns x."""
+    if sigma <= 0:
+        return x
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
+    k = torch.exp(-(t * t) / (2 * sigma * sigma))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    # Reflect padding needs r < side; tiny inputs fall back to replication.
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    x = F.pad(x, (r, r, r, r), mode=mode)
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def cycle_l1(rec: torch.Tensor, real: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
+    """L1 cycle-consistency loss, optionally between low-pass versions of both images.
+
+    With ``blur_sigma`` > 0 the cycle only asks the generators to keep structure coarser than about
+    sigma px. The exact (unblurred) cycle makes a generator that must discard fine texture (a flat-shaded
+    style) hide it instead, as a faint high-frequency code its inverse can decode (Chu et al. 2017,
+    "CycleGAN, a Master of Steganography", arXiv 1712.02950); with a low-pass cycle there is nothing to
+    hide."""
+    return l1(gaussian_blur(rec.float(), blur_sigma), gaussian_blur(real.float(), blur_sigma))
