@@ -145,6 +145,24 @@ def test_balance_domains_matches_colour_and_keeps_the_test_split():
     assert [p.name for p in again["train_a"]] == [p.name for p in out["train_a"]]  # deterministic
 
 
+def test_match_tiles_follows_the_reference_colour_distribution():
+    # Reference: 20 tiles, half reddish half bluish. Candidates: 60 tiles, mostly grey, a few of each.
+    rng = np.random.default_rng(0)
+
+    def tiles(rgb, n):
+        base = np.array(rgb, dtype=np.float64)
+        return [np.clip(base + rng.normal(0, 6, (16, 16, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
+
+    ref = tiles((200, 60, 40), 10) + tiles((40, 60, 200), 10)
+    cand = tiles((128, 128, 128), 36) + tiles((190, 70, 50), 12) + tiles((50, 70, 190), 12)
+    idx = demo.match_tiles(ref, cand)
+    assert len(idx) == 20 and len(set(idx)) == 20  # distinct candidates, one per reference tile
+    assert all(36 <= j < 48 for j in idx[:10]) and all(48 <= j for j in idx[10:])  # reds and blues
+    assert idx == demo.match_tiles(ref, cand)  # deterministic
+    with pytest.raises(ValueError, match="at least 20 candidates"):
+        demo.match_tiles(ref, cand[:19])
+
+
 def test_offline_photos_load_as_float_rgb(no_debian):
     photos = demo.offline_photos()
     names = [p.name for p in photos]

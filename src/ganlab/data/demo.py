@@ -86,7 +86,7 @@ SPLITS = ("train_a", "train_b", "test")
 # Output folders, in the reference CycleGAN layout plus the paired ground truth.
 FOLDERS = ("trainA", "trainB", "testA", "testB", "testB_gt")
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "ganlab-demo/2"  # 2: colour-balanced training domains
+MANIFEST_FORMAT = "ganlab-demo/3"  # 2: colour-balanced training domains; 3: tile-matched train B
 
 
 @dataclass(frozen=True)
@@ -381,6 +381,44 @@ def _sample_tiles(
     return out
 
 
+def _tile_features(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    """(n, 5) per-tile mean CIELAB L, a*, b*, chroma and luminance contrast (std of L), on 32 px copies."""
+    from ganlab.eval.metrics import rgb_to_lab
+
+    small = np.stack(
+        [np.asarray(Image.fromarray(t).resize((32, 32), Image.Resampling.BILINEAR)) for t in tiles]
+    )
+    lab = rgb_to_lab(small.astype(np.float64) / 255.0).reshape(len(tiles), -1, 3)
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    return np.stack([*lab.mean(1).T, chroma.mean(1), lab[..., 0].std(1)], axis=1)
+
+
+def match_tiles(reference: Sequence[np.ndarray], candidates: Sequence[np.ndarray]) -> list[int]:
+    """Indices of ``len(reference)`` distinct candidates, one per reference tile, picked so the chosen
+    candidates have the reference tiles' colour and contrast distribution (``_tile_features``).
+
+    Why: with a few photos per domain, the photos behind the B tiles differ from the A photos in
+    colour and contrast (measured on seed 0, whole-photo balance only: the cartoons of train B were 4 L*
+    darker, 5 b* bluer and 17% more contrasted than the cartoons of train A would be). A GAN cannot tell
+    that content difference from the style and learns it as part of the mapping (a dark blue cast).
+    Greedy nearest neighbour in standardised feature space, reference tiles taken hardest-first (those
+    whose nearest candidate is farthest), so rare colours get their best match before it is used up.
+    """
+    if len(candidates) < len(reference):
+        raise ValueError(f"need at least {len(reference)} candidates, got {len(candidates)}")
+    ref, cand = _tile_features(reference), _tile_features(candidates)
+    scale = np.concatenate([ref, cand]).std(0) + 1e-6
+    dist = np.linalg.norm((ref[:, None, :] - cand[None, :, :]) / scale, axis=2)  # (n_ref, n_cand)
+    free = np.ones(len(candidates), dtype=bool)
+    chosen = [-1] * len(reference)
+    # Stable sort on (-nearest distance): deterministic ties.
+    for i in np.argsort(-dist.min(1), kind="stable"):
+        j = int(np.argmin(np.where(free, dist[i], np.inf)))
+        chosen[i] = j
+        free[j] = False
+    return chosen
+
+
 def build_demo_dataset(
     out: str | Path,
     seed: int = 0,
@@ -392,6 +430,7 @@ def build_demo_dataset(
     scales: Sequence[float] = (1.0, 1.5, 2.0),
     min_std: float = 0.04,
     test_fraction: float = 0.2,
+    match_pool: int = 12,
     log: Callable[[str], object] = print,
     progress: bool = True,
 ) -> dict:
@@ -405,7 +444,9 @@ def build_demo_dataset(
     Photos are split with ``split_photos(offline_photos(), seed, test_fraction)``, the training photos
     re-dealt by ``balance_domains`` so both domains have the same average colour, downscaled so the long
     side is at most ``max_side`` px, and cut into ``tile`` px PNG tiles (see ``_sample_tiles`` for
-    ``scales`` and ``min_std``). The same arguments give byte-identical files on the same machine.
+    ``scales`` and ``min_std``). Train B draws ``match_pool`` times as many candidate tiles as it keeps
+    and keeps those whose source crops match the train A tiles in colour and contrast (``match_tiles``;
+    1 turns matching off). The same arguments give byte-identical files on the same machine.
     Missing Debian wallpaper packages are reported through ``log`` and in the manifest's ``notes``.
     Stale PNGs from an earlier build in the five folders are removed; nothing else under ``out`` is.
     """
@@ -461,6 +502,8 @@ def build_demo_dataset(
     empty = [s for s, ps in splits.items() if not ps]
     if empty:
         raise RuntimeError(f"no usable photos left in split(s) {empty}")
+    if match_pool < 1:
+        raise ValueError(f"match_pool must be >= 1, got {match_pool}")
     splits, balance = balance_domains(splits, working, seed)
     for s_name, ps in splits.items():
         for p in ps:
@@ -470,6 +513,7 @@ def build_demo_dataset(
         return _to_uint8(cartoonize(arr.astype(np.float32) / 255.0))
 
     files: dict[str, dict] = {}
+    train_a_tiles: list[tuple[str, list[int], np.ndarray]] = []
     jobs = (("train_a", n_train_a), ("train_b", n_train_b), ("test", n_test))
     with tqdm(
         total=n_train_a + n_train_b + n_test, desc="demo tiles", unit="tile", disable=not progress
@@ -478,9 +522,17 @@ def build_demo_dataset(
             # One generator per split, so changing one count leaves the other splits' tiles unchanged.
             rng = np.random.default_rng([seed, k])
             images = [(p.name, working[p.name]) for p in splits[split]]
-            for i, (name, box, arr) in enumerate(
-                _sample_tiles(images, count, tile, scales, min_std, rng, bar)
-            ):
+            if split == "train_b" and match_pool > 1:
+                bar.total += (match_pool - 1) * count
+                pool = _sample_tiles(images, match_pool * count, tile, scales, min_std, rng, bar)
+                # One reference A tile per B tile (cycled when the counts differ).
+                ref = [train_a_tiles[i % len(train_a_tiles)][2] for i in range(count)]
+                tiles = [pool[j] for j in match_tiles(ref, [t[2] for t in pool])]
+            else:
+                tiles = _sample_tiles(images, count, tile, scales, min_std, rng, bar)
+            if split == "train_a":
+                train_a_tiles = tiles
+            for i, (name, box, arr) in enumerate(tiles):
                 if split == "train_a":
                     outputs = {"trainA": arr}
                 elif split == "train_b":
