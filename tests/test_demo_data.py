@@ -163,6 +163,12 @@ def test_match_tiles_follows_the_reference_colour_distribution():
         demo.match_tiles(ref, cand[:19])
 
 
+def test_build_rejects_a_bad_match_pool_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="match_pool must be >= 1"):
+        demo.build_demo_dataset(tmp_path / "out", match_pool=0, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_offline_photos_load_as_float_rgb(no_debian):
     photos = demo.offline_photos()
     names = [p.name for p in photos]

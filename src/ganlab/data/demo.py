@@ -451,6 +451,8 @@ def build_demo_dataset(
     Stale PNGs from an earlier build in the five folders are removed; nothing else under ``out`` is.
     """
     out = Path(out)
+    if match_pool < 1:
+        raise ValueError(f"match_pool must be >= 1, got {match_pool}")
     params = _params_of(locals())
     notes: list[str] = []
     debian, missing = _debian_photos()
@@ -502,8 +504,6 @@ def build_demo_dataset(
     empty = [s for s, ps in splits.items() if not ps]
     if empty:
         raise RuntimeError(f"no usable photos left in split(s) {empty}")
-    if match_pool < 1:
-        raise ValueError(f"match_pool must be >= 1, got {match_pool}")
     splits, balance = balance_domains(splits, working, seed)
     for s_name, ps in splits.items():
         for p in ps:
