@@ -276,14 +276,19 @@ def split_photos(
     return {k: sorted(v, key=lambda p: p.name) for k, v in out.items()}
 
 
-def _colour_stats(im: Image.Image) -> np.ndarray:
-    """Mean CIELAB L, a*, b* and chroma of a photo (on a 96 px thumbnail: only the average matters)."""
+def _colour_features(rgb: np.ndarray) -> np.ndarray:
+    """Mean CIELAB L, a*, b*, chroma and the standard deviation of L (contrast) of an HxWx3 uint8 image."""
     from ganlab.eval.metrics import rgb_to_lab
 
+    lab = rgb_to_lab(rgb.astype(np.float64) / 255.0).reshape(-1, 3)
+    return np.array([*lab.mean(0), np.hypot(lab[:, 1], lab[:, 2]).mean(), lab[:, 0].std()])
+
+
+def _colour_stats(im: Image.Image) -> np.ndarray:
+    """Mean CIELAB L, a*, b* and chroma of a photo (on a 96 px thumbnail: only the average matters)."""
     thumb = im.copy()
     thumb.thumbnail((96, 96), Image.Resampling.BILINEAR)
-    lab = rgb_to_lab(np.asarray(thumb, dtype=np.float64) / 255.0).reshape(-1, 3)
-    return np.array([*lab.mean(0), np.hypot(lab[:, 1], lab[:, 2]).mean()])
+    return _colour_features(np.asarray(thumb))[:4]
 
 
 def balance_domains(
@@ -382,15 +387,13 @@ def _sample_tiles(
 
 
 def _tile_features(tiles: Sequence[np.ndarray]) -> np.ndarray:
-    """(n, 5) per-tile mean CIELAB L, a*, b*, chroma and luminance contrast (std of L), on 32 px copies."""
-    from ganlab.eval.metrics import rgb_to_lab
-
-    small = np.stack(
-        [np.asarray(Image.fromarray(t).resize((32, 32), Image.Resampling.BILINEAR)) for t in tiles]
+    """(n, 5) ``_colour_features`` of each tile, on 32 px copies."""
+    return np.stack(
+        [
+            _colour_features(np.asarray(Image.fromarray(t).resize((32, 32), Image.Resampling.BILINEAR)))
+            for t in tiles
+        ]
     )
-    lab = rgb_to_lab(small.astype(np.float64) / 255.0).reshape(len(tiles), -1, 3)
-    chroma = np.hypot(lab[..., 1], lab[..., 2])
-    return np.stack([*lab.mean(1).T, chroma.mean(1), lab[..., 0].std(1)], axis=1)
 
 
 def match_tiles(reference: Sequence[np.ndarray], candidates: Sequence[np.ndarray]) -> list[int]:

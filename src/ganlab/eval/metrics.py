@@ -179,7 +179,6 @@ def apply_affine_color(img: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.clip(img @ m[:, :3].T + m[:, 3], 0.0, 1.0)
 
 
-# ---------------------------------------------------------------------------------- checkerboard
 def change_alignment(inputs: Sequence, outputs: Sequence, targets: Sequence) -> float:
     """Cosine similarity between what a translation changed (output - input) and what it should have
     changed (target - input), pooled over all pixels of all pairs.
@@ -198,6 +197,7 @@ def change_alignment(inputs: Sequence, outputs: Sequence, targets: Sequence) -> 
     return dot / np.sqrt(dd * tt) if dd > 0 and tt > 0 else float("nan")
 
 
+# ---------------------------------------------------------------------------------- checkerboard
 def checkerboard_index(img: np.ndarray, factor_log2: int = 1, highpass: bool = False) -> float:
     """Share of non-DC spectral energy on the aliasing bins of x2^k upsampling (Odena et al. 2016 artefacts).
 
