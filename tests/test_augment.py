@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ganlab.config import ConfigError, build_cyclegan_config
-from ganlab.train.augment import color, make_augment, translation
+from ganlab.train.augment import channels, color, make_augment, rot90, translation
 
 
 def test_translation_shifts_each_image_and_fills_with_zeros() -> None:
@@ -44,3 +44,29 @@ def test_make_augment_composes_and_rejects_unknown() -> None:
         make_augment(["cutout"])
     with pytest.raises(ConfigError, match="augment"):
         build_cyclegan_config(overrides={"train": {"augment": ["blur"]}})
+
+
+def test_channels_permutes_each_images_channels_and_keeps_gradients() -> None:
+    torch.manual_seed(0)
+    # Channel k of every image is the constant k, so each output image spells out its permutation.
+    x = torch.arange(3.0).view(1, 3, 1, 1).expand(64, 3, 4, 4).clone().requires_grad_()
+    y = channels(x)
+    orders = {tuple(int(v) for v in img[:, 0, 0]) for img in y.detach()}
+    assert all(sorted(o) == [0, 1, 2] for o in orders)  # a permutation, nothing mixed or lost
+    assert len(orders) == 6  # 64 draws reach all 3! orders
+    y.pow(2).sum().backward()
+    assert torch.equal(x.grad, 2 * x.detach())  # a pure gather: gradients route back unchanged
+
+
+def test_rot90_rotates_each_image_exactly() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 6, 6)
+    y = rot90(x)
+    turns = []
+    for a, b in zip(x, y):
+        match = [k for k in range(4) if torch.equal(torch.rot90(a, k, dims=(1, 2)), b)]
+        assert len(match) == 1
+        turns.append(match[0])
+    assert set(turns) == {0, 1, 2, 3}  # per-image draws cover every rotation
+    with pytest.raises(ValueError, match="square"):
+        rot90(torch.rand(2, 3, 4, 6))

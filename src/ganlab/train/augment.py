@@ -49,7 +49,37 @@ def translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
-TRANSFORMS: dict[str, AugmentFn] = {"color": color, "translation": translation}
+def channels(x: torch.Tensor) -> torch.Tensor:
+    """Permute each image's colour channels at random (one of the 3! orders per image).
+
+    Hue-like cues (which channel is strongest) stop separating the domains, while luminance structure,
+    saturation and flatness survive. A discriminator trained on a few photos per domain otherwise keys on
+    those photos' palettes (measured on the demo data: held-out score gap between cartoons and photos 0.29
+    without, 0.46 with; README, "Finding the CPU recipe")."""
+    n, c = x.shape[:2]
+    order = torch.argsort(torch.rand(n, c, device=x.device), dim=1)  # (N, C): a random permutation per row
+    return torch.gather(x, 1, order.view(n, c, 1, 1).expand_as(x))
+
+
+def rot90(x: torch.Tensor) -> torch.Tensor:
+    """Rotate each square image by a random multiple of 90 degrees (exact, no resampling)."""
+    n, _, h, w = x.shape
+    if h != w:
+        raise ValueError(f"rot90 augmentation needs square images, got {h}x{w}")
+    k = torch.randint(0, 4, (n,), device=x.device)
+    out = x
+    for turns in range(1, 4):
+        sel = (k == turns).view(n, 1, 1, 1)
+        out = torch.where(sel, torch.rot90(x, turns, dims=(2, 3)), out)
+    return out
+
+
+TRANSFORMS: dict[str, AugmentFn] = {
+    "color": color,
+    "translation": translation,
+    "channels": channels,
+    "rot90": rot90,
+}
 
 
 def make_augment(policy: list[str]) -> AugmentFn | None:
