@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ganlab.config import ConfigError, build_cyclegan_config
 from ganlab.models import PatchGANConfig, PatchGANDiscriminator, ResnetGenerator, preset_config, preset_names
 from ganlab.models.blocks import UPSAMPLE_KINDS, PixelShuffleUp
+from ganlab.models.generator import GeneratorConfig
 from ganlab.models.registry import UnknownPresetError
 
 
@@ -122,3 +124,28 @@ def test_antialiased_discriminator_is_blind_to_a_2px_grid() -> None:
     assert aa(grid)[inner].numel() > 100
     assert torch.allclose(aa(grid)[inner], aa(flat)[inner], atol=1e-5)
     assert not torch.allclose(plain(grid)[inner], plain(flat)[inner], atol=1e-3)
+
+
+@pytest.mark.parametrize("upsample", UPSAMPLE_KINDS)
+def test_reflect_down_padding_has_no_border_line(upsample: str) -> None:
+    """A flat image keeps no trace of the border through a reflect-padded generator; zero padding of the
+    stride-2 conv marks the top and left edges. Compared 2 px inward, so a sub-pixel upsampler's 2x2
+    pattern (same at every phase-aligned position) does not count."""
+    flat = torch.full((1, 3, 16, 16), 0.3)
+
+    def border_gap(padding: str) -> float:
+        cfg = GeneratorConfig(hidden=8, n_residual=1, upsample=upsample, norm="none", down_padding=padding)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            y = ResnetGenerator(cfg)(flat)[0]
+        rows = (y[:, :2, :] - y[:, 2:4, :]).abs().max()
+        cols = (y[:, :, :2] - y[:, :, 2:4]).abs().max()
+        return max(rows.item(), cols.item())
+
+    assert border_gap("zeros") > 1e-3  # the reference layout marks the edge ...
+    assert border_gap("reflect") < 1e-6  # ... reflect padding does not
+    a = ResnetGenerator(GeneratorConfig(hidden=8, down_padding="zeros")).state_dict()
+    b = ResnetGenerator(GeneratorConfig(hidden=8, down_padding="reflect")).state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}  # same checkpoints
+    with pytest.raises(ConfigError, match="down_padding"):
+        build_cyclegan_config(overrides={"model": {"down_padding": "circular"}})

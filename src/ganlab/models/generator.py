@@ -4,6 +4,7 @@ Johnson et al. 2016), with the depth, width and upsampling method as knobs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,10 @@ class GeneratorConfig:
     # Global skip: out = tanh(atanh(x) + f(x)) with the last conv zero-initialised, so the generator starts
     # as the identity and learns only the change (off in the documented architecture).
     global_skip: bool = False
+    # Padding of the stride-2 down convs. "zeros" is the reference layout; with an even input side a
+    # 3x3 stride-2 conv then pads the top and left edges only, and translations carry a faint line there.
+    # "reflect" pads with image content (same parameters, so checkpoints load either way).
+    down_padding: Literal["zeros", "reflect"] = "zeros"
     in_channels: int = 3
     out_channels: int = 3
 
@@ -33,6 +38,8 @@ class GeneratorConfig:
 
         if self.hidden < 1 or self.n_down < 0 or self.n_residual < 0:
             raise ConfigError("hidden must be >= 1, n_down and n_residual >= 0")
+        if self.down_padding not in ("zeros", "reflect"):
+            raise ConfigError(f"down_padding: 'zeros' or 'reflect', got {self.down_padding!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must lie in [0, 1), got {self.dropout}")
 
@@ -58,7 +65,8 @@ class ResnetGenerator(nn.Module):
             nn.ReLU(inplace=True),
         ]
         for _ in range(cfg.n_down):
-            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias), make_norm(cfg.norm, ch * 2)]
+            down = nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias, padding_mode=cfg.down_padding)
+            layers += [down, make_norm(cfg.norm, ch * 2)]
             layers.append(nn.ReLU(inplace=True))
             ch *= 2
         layers += [ResidualBlock(ch, cfg.norm, cfg.dropout) for _ in range(cfg.n_residual)]
