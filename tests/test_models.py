@@ -57,6 +57,23 @@ def test_discriminator_gradients_and_patch_output(sn: bool, aa: bool) -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
 
 
+@pytest.mark.parametrize("aa", [False, True], ids=["plain", "antialias"])
+def test_full_resolution_first_layer(aa: bool) -> None:
+    """first_stride 1: the first conv keeps full resolution (twice the score map per side, less the
+    4x4 kernel's trim), never blurs the raw image, and every parameter still learns."""
+    cfg = PatchGANConfig(hidden=8, n_layers=2, antialias=aa, first_stride=1)
+    d = PatchGANDiscriminator(cfg)
+    assert isinstance(d.net[0], torch.nn.Conv2d) and d.net[0].stride == (1, 1)
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    out = d(x)
+    base = PatchGANDiscriminator(dataclasses.replace(cfg, first_stride=2))(x)
+    assert out.shape == (2, 1, 2 * base.shape[-2] + 1, 2 * base.shape[-1] + 1)  # 29 against 14 here
+    out.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+    with pytest.raises(ConfigError, match="first_stride"):
+        build_cyclegan_config(overrides={"disc": {"first_stride": 3}})
+
+
 def test_icnr_init_equals_nearest_upsampling_of_one_conv() -> None:
     torch.manual_seed(0)
     up = PixelShuffleUp(6, 4, icnr=True)

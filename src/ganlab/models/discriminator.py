@@ -28,6 +28,10 @@ class PatchGANConfig:
     # the discriminator with exactly those patterns. Blurring first removes that blind spot (Zhang 2019,
     # "Making Convolutional Networks Shift-Invariant Again", arXiv 1904.11486).
     antialias: bool = False
+    # Stride of the first conv. 1 keeps full resolution for the first features, so thin lines and fine
+    # texture reach D without being folded by a strided conv on the raw pixels (with ``antialias`` the
+    # blur then acts on features, not on the image); it costs about 4x the later layers' compute.
+    first_stride: int = 2
     in_channels: int = 3
 
     def validate(self) -> None:
@@ -35,6 +39,8 @@ class PatchGANConfig:
 
         if self.hidden < 1 or self.n_layers < 1:
             raise ConfigError("hidden and n_layers must be >= 1")
+        if self.first_stride not in (1, 2):
+            raise ConfigError(f"first_stride: 1 or 2, got {self.first_stride}")
 
 
 class Blur(nn.Module):
@@ -54,7 +60,7 @@ class Blur(nn.Module):
 class PatchGANDiscriminator(nn.Module):
     """(N, C, H, W) -> (N, 1, H', W') raw scores (no sigmoid; the GAN loss decides).
 
-    4x4 convs: stride 2 for the first n_layers, then stride 1 twice (the last to 1 channel);
+    4x4 convs: stride 2 for the first n_layers (the very first: ``first_stride``), then stride 1 twice (the last to 1 channel);
     LeakyReLU 0.2 throughout; norm from the second conv on; width doubles up to 8 * hidden.
     """
 
@@ -65,8 +71,8 @@ class PatchGANDiscriminator(nn.Module):
         ch = cfg.hidden
         blur = [Blur()] if cfg.antialias else []
         layers: list[nn.Module] = [
-            *blur,
-            nn.Conv2d(cfg.in_channels, ch, 4, 2, 1),
+            *(blur if cfg.first_stride == 2 else []),
+            nn.Conv2d(cfg.in_channels, ch, 4, cfg.first_stride, 1),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for i in range(1, cfg.n_layers + 1):
