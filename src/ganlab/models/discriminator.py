@@ -60,8 +60,9 @@ class Blur(nn.Module):
 class PatchGANDiscriminator(nn.Module):
     """(N, C, H, W) -> (N, 1, H', W') raw scores (no sigmoid; the GAN loss decides).
 
-    4x4 convs: stride 2 for the first n_layers (the very first: ``first_stride``), then stride 1 twice (the last to 1 channel);
-    LeakyReLU 0.2 throughout; norm from the second conv on; width doubles up to 8 * hidden.
+    4x4 convs: stride 2 for the first n_layers (the very first: ``first_stride``), then stride 1 twice
+    (the last to 1 channel); LeakyReLU 0.2 throughout; norm from the second conv on; width doubles up to
+    8 * hidden.
     """
 
     def __init__(self, cfg: PatchGANConfig) -> None:
