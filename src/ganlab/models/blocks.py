@@ -1,4 +1,5 @@
-"""Building blocks shared by the generators: norm layers, residual block, the four upsampling methods.
+"""Building blocks shared by the models: norm layers, residual block, the four upsampling methods, and a
+separable low-pass filter.
 
 Upsampling methods (each doubles H and W):
 - ``pixelshuffle``: reflect-padded 3x3 conv to 4*C_out channels, then PixelShuffle(2) (sub-pixel
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NormKind = Literal["instance", "batch", "none"]
@@ -30,6 +32,18 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     return nn.Identity()
+
+
+def separable_filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Filter every channel of (N, C, H, W) with the 2-D kernel outer(k, k) (k: 1-D, odd length, on x's
+    device), size-preserving. Reflect padding keeps a constant image constant at the borders; sides too
+    short to reflect fall back to replication."""
+    r = k.numel() // 2
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[-2:]) > r else "replicate")
+    k = k.to(x.dtype)
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def conv_bias(norm: NormKind) -> bool:

@@ -38,8 +38,6 @@ class GeneratorConfig:
 
         if self.hidden < 1 or self.n_down < 0 or self.n_residual < 0:
             raise ConfigError("hidden must be >= 1, n_down and n_residual >= 0")
-        if self.down_padding not in ("zeros", "reflect"):
-            raise ConfigError(f"down_padding: 'zeros' or 'reflect', got {self.down_padding!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must lie in [0, 1), got {self.dropout}")
 

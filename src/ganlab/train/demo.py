@@ -142,7 +142,7 @@ def run_demo(
     device = select_device(cfg.train.device)
     step_s = measure_step_seconds(cfg, device)
     if "precision" not in (overrides or {}).get("train", {}):
-        # bf16 autocast buys more steps where the hardware has bf16 units (0.31 against 0.44 s/step in the
+        # bf16 autocast buys more steps where the hardware has bf16 units (0.30 against 0.47 s/step in the
         # default demo here, AVX-512 BF16) and costs time where it is emulated; measure both, keep the faster.
         cfg, step_s = _faster_precision(cfg, device, step_s, log)
     steps_per_epoch = cfg.train.max_steps_per_epoch or 100

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
+
+from ganlab.models.blocks import separable_filter
 
 GAN_LOSSES = ("lsgan", "vanilla", "hinge")
 
@@ -33,21 +36,22 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(a.float(), b.float())
 
 
+@functools.lru_cache(maxsize=16)
+def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
+    """Normalised 1-D Gaussian, radius ceil(3 sigma); cached, since the training step asks for the same
+    one four times per step."""
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, device=device, dtype=torch.float32)
+    k = torch.exp(-(t * t) / (2 * sigma * sigma))
+    return k / k.sum()
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W) with std ``sigma`` px (kernel radius ceil(3 sigma)),
     reflect-padded so the borders are not darkened; sigma <= 0 returns x."""
     if sigma <= 0:
         return x
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
-    k = torch.exp(-(t * t) / (2 * sigma * sigma))
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[1]
-    # Reflect padding needs r < side; tiny inputs fall back to replication.
-    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
-    x = F.pad(x, (r, r, r, r), mode=mode)
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return separable_filter(x, _gaussian_kernel(float(sigma), x.device))
 
 
 def cycle_l1(rec: torch.Tensor, real: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
