@@ -67,3 +67,20 @@ def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
     assert html.count("data:image/png;base64,") >= 3  # grid, curves
     assert "oracle affine" in html and "http://" not in html and "https://" not in html
     assert (out / "demo_grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "gt, expected",
+    [
+        ({"gt_psnr": 18.9, "gt_ssim": 0.60}, "not yet closer"),  # PSNR below the identity
+        ({"gt_psnr": 19.2, "gt_ssim": 0.58}, "not yet closer"),  # SSIM below the identity
+        ({"gt_psnr": 19.2, "gt_ssim": 0.60}, "not the oracle colour map"),
+        ({"gt_psnr": 20.0, "gt_ssim": 0.62}, "both baselines"),
+    ],
+)
+def test_verdict_needs_psnr_and_ssim_above_each_baseline(gt: dict, expected: str) -> None:
+    from ganlab.eval.demo_report import verdict
+
+    base = {"identity_psnr": 19.0, "identity_ssim": 0.59, "affine_psnr": 19.7, "affine_ssim": 0.61}
+    assert expected in verdict({**base, **gt})
+    assert verdict({}).startswith("No ground truth")
