@@ -39,10 +39,11 @@ DEMO_RECIPE: dict[str, Any] = {
     # Anti-aliased (blur before each stride-2 conv): with a low-pass cycle and a plain D the generators
     # fooled it with 2-px stripes (README, "Finding the CPU recipe").
     # Batch norm, not the reference instance norm: instance norm rescales every feature map per 64 px crop,
-    # which removes what sets a cartoon crop apart as a whole (flat areas, stronger colour). A D trained
-    # alone on photos vs cartoons then pushed test photos in a direction unrelated to the true rendering
-    # (cosine -0.04 to 0.02); without a norm 0.06 to 0.16, with batch norm 0.09 to 0.15. In 10-minute
-    # runs batch norm moved the generators furthest toward the truth (README, "Finding the CPU recipe").
+    # which removes what sets a cartoon crop apart as a whole (flat areas, stronger colour). An
+    # anti-aliased D trained alone on photos vs cartoons then pushed test photos in a direction unrelated
+    # to the true rendering (cosine -0.04 to 0.02); without a norm 0.06 to 0.16, with batch norm 0.09 to
+    # 0.15. In 10-minute runs batch norm moved the generators furthest toward the truth (README, "Finding
+    # the CPU recipe").
     "disc": {"hidden": 32, "n_layers": 2, "antialias": True, "norm": "batch"},
     # 64 px crops of the 128 px tiles at their native scale (no resize), so train and test see the style at
     # the same scale.
@@ -68,8 +69,9 @@ DEMO_RECIPE: dict[str, Any] = {
 # Share of the budget planned for training steps; the rest covers per-epoch evaluation, samples,
 # checkpoints, and steps slower than the 3-step measurement. At 0.85 the budget cut default runs 11 and
 # 80 steps short of their plans, in the middle of the last loss-weight phase with the lr not yet decayed
-# (a cut run scored 18.70 dB where its own curve had been 0.13 dB above the identity 4 epochs earlier).
-# At 0.78 the default run planned 42 epochs and stopped after 41, with the lr at 1/21 of its start.
+# (a cut run scored 18.70 dB; 4 epochs earlier it had been 0.13 dB above the identity on the 16 per-epoch
+# test tiles). At 0.78 the default run planned 42 epochs and stopped after 41, with the lr at 1/11 of its
+# start.
 TRAIN_SHARE = 0.78
 
 
@@ -144,7 +146,7 @@ def run_demo(
     device = select_device(cfg.train.device)
     step_s = measure_step_seconds(cfg, device)
     if "precision" not in (overrides or {}).get("train", {}):
-        # bf16 autocast buys more steps where the hardware has bf16 units (0.30 against 0.47 s/step in the
+        # bf16 autocast buys more steps where the hardware has bf16 units (0.27 against 0.44 s/step in the
         # default demo here, AVX-512 BF16) and costs time where it is emulated; measure both, keep the faster.
         cfg, step_s = _faster_precision(cfg, device, step_s, log)
     steps_per_epoch = cfg.train.max_steps_per_epoch or 100
