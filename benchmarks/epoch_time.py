@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ganlab.config import build_cyclegan_config
-from ganlab.eval.cost import count_params, gflops
-from ganlab.train.api import train
-from ganlab.train.cyclegan import build_models
-from ganlab.train.run import read_metrics
+from ganlab.cyclegan.config import build_cyclegan_config
+from ganlab.core.cost import count_params, gflops
+from ganlab.cyclegan.api import train
+from ganlab.cyclegan.trainer import build_models
+from ganlab.core.rundir import read_metrics
 
 
 def _cpu_seconds() -> float:

@@ -1,12 +1,13 @@
-"""Differentiable discriminator augmentation (ganlab.train.augment)."""
+"""Differentiable discriminator augmentation (ganlab.core.augment)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ganlab.config import ConfigError, build_cyclegan_config
-from ganlab.train.augment import channels, color, make_augment, rot90, translation
+from ganlab.core.augment import channels, color, make_augment, rot90, translation
+from ganlab.core.config import ConfigError
+from ganlab.cyclegan.config import build_cyclegan_config
 
 
 def test_translation_shifts_each_image_and_fills_with_zeros() -> None:

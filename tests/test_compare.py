@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from ganlab.cli import main
-from ganlab.eval.compare import sort_rows
-from ganlab.eval.evaluate import evaluate_run
+from ganlab.cyclegan.evaluate import evaluate_run
+from ganlab.experiments.compare import sort_rows
 
 from .conftest import TINY, make_dataset
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from ganlab.config import ConfigError, build_cyclegan_config, parse_set
-from ganlab.train.schedule import lr_factor, phase_at, phase_boundaries
+from ganlab.core.config import ConfigError, parse_set
+from ganlab.cyclegan.config import build_cyclegan_config
+from ganlab.cyclegan.schedule import lr_factor, phase_at, phase_boundaries
 
 
 def test_precedence_defaults_preset_yaml_set(tmp_path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganlab.train import demo as demo_mod
-from ganlab.train.demo import demo_config, plan_epochs, run_demo
+from ganlab.cyclegan.demo import run as demo_mod
+from ganlab.cyclegan.demo.run import demo_config, plan_epochs, run_demo
 
 pytest.importorskip("skimage")
 
@@ -79,7 +79,7 @@ def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
     ],
 )
 def test_verdict_needs_psnr_and_ssim_above_each_baseline(gt: dict, expected: str) -> None:
-    from ganlab.eval.demo_report import verdict
+    from ganlab.cyclegan.demo.report import verdict
 
     base = {"identity_psnr": 19.0, "identity_ssim": 0.59, "affine_psnr": 19.7, "affine_ssim": 0.61}
     assert expected in verdict({**base, **gt})

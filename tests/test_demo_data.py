@@ -14,9 +14,9 @@ from PIL import Image
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
 
-from ganlab.data import demo  # noqa: E402
-from ganlab.data.cartoon import cartoonize  # noqa: E402
-from ganlab.data.images import read_rgb  # noqa: E402
+from ganlab.core.images import read_rgb  # noqa: E402
+from ganlab.cyclegan.demo import data as demo  # noqa: E402
+from ganlab.cyclegan.demo.cartoon import cartoonize  # noqa: E402
 
 SMALL = dict(n_train_a=10, n_train_b=10, n_test=4, tile=64, max_side=320)
 

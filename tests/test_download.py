@@ -14,7 +14,7 @@ from urllib.error import URLError
 
 import pytest
 
-from ganlab.data.download import DATASETS, DownloadError, _offline_error, download_dataset
+from ganlab.core.download import DATASETS, DownloadError, _offline_error, download_dataset
 
 NAME = "horse2zebra"
 TIMEOUT = 5.0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganlab.data import images
-from ganlab.data.images import ImageReadError, read_rgb
+from ganlab.core import images
+from ganlab.core.images import ImageReadError, read_rgb
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganlab.train.losses import cycle_l1, gaussian_blur, l1
+from ganlab.core.losses import cycle_l1, gaussian_blur, l1
 
 
 def _checker(shape: tuple[int, ...], amp: float) -> torch.Tensor:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganlab.eval import metrics as M
+from ganlab.core import metrics as M
 
 skimage = pytest.importorskip("skimage")
 from skimage import color, data  # noqa: E402
@@ -200,7 +200,7 @@ def test_tint_blue_and_yellow(astro):
 
 
 def test_change_alignment_separates_direction_from_strength() -> None:
-    from ganlab.eval.metrics import change_alignment
+    from ganlab.core.metrics import change_alignment
 
     rng = np.random.default_rng(0)
     xs = [rng.random((16, 16, 3)) for _ in range(3)]

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.config import ConfigError, build_cyclegan_config
+from ganlab.core.config import ConfigError
+from ganlab.cyclegan.config import build_cyclegan_config
 from ganlab.models import PatchGANConfig, PatchGANDiscriminator, ResnetGenerator, preset_config, preset_names
 from ganlab.models.blocks import UPSAMPLE_KINDS, PixelShuffleUp
 from ganlab.models.generator import GeneratorConfig

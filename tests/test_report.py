@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ganlab.eval import report as R
+from ganlab.core import report as R
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -102,7 +102,7 @@ def test_tables_and_page(tmp_path: Path) -> None:
 def test_tensorboard_logger_writes_scalars_and_images(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ganlab.train.tensorboard import TensorBoardLogger
+    from ganlab.core.tensorboard import TensorBoardLogger
 
     with TensorBoardLogger(tmp_path) as tb:
         for e in (1, 2):
@@ -134,8 +134,8 @@ def test_tensorboard_logger_writes_scalars_and_images(tmp_path: Path) -> None:
 def test_tensorboard_missing_package_message(tmp_path: Path, monkeypatch) -> None:
     import sys
 
-    from ganlab.cli import UserError
-    from ganlab.train import tensorboard as tbmod
+    from ganlab.core import tensorboard as tbmod
+    from ganlab.core.errors import UserError
 
     # A None entry in sys.modules makes `import` raise ImportError, as if the package were not installed.
     monkeypatch.setitem(sys.modules, "tensorboard", None)

@@ -16,7 +16,7 @@ from ganlab.models.sr import (
     sr_preset_names,
 )
 from ganlab.models.vgg import CONV5_4, VGG19Features, VGGWeightsError, load_vgg19_features
-from ganlab.train.sr_step import perceptual_loss
+from ganlab.sr.step import perceptual_loss
 
 TINY_D = SRDiscriminatorConfig(hidden=4, dense=16, pool=2)
 
@@ -122,7 +122,7 @@ def test_vgg_wrong_file_is_a_clear_error(tmp_path) -> None:
 
 
 def test_bicubic_skip_starts_at_the_bicubic_baseline() -> None:
-    from ganlab.data.sr_data import bicubic_resize
+    from ganlab.sr.data import bicubic_resize
 
     g = SRResNet(sr_preset_config("srresnet-small", scale=3))
     x = torch.rand(2, 3, 11, 14)

@@ -12,17 +12,17 @@ import torch
 from PIL import Image
 
 from ganlab.cli import main
-from ganlab.data.sr_data import (
+from ganlab.core.checkpoint import load_checkpoint
+from ganlab.core.metrics import psnr_y
+from ganlab.core.rundir import RunDir, read_metrics
+from ganlab.sr.data import (
     SRImage,
     SRPatchSampler,
     bicubic_resize,
     downscale,
     upscale_bicubic,
 )
-from ganlab.eval.metrics import psnr_y
-from ganlab.eval.sr_eval import score_images
-from ganlab.train.checkpoint import load_checkpoint
-from ganlab.train.run import RunDir, read_metrics
+from ganlab.sr.evaluate import score_images
 
 
 def _photo(rng: np.random.Generator, h: int, w: int) -> Image.Image:

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from ganlab.cli import main
-from ganlab.config import ConfigError
-from ganlab.train.sweep import parse_sweep, run_state, run_sweep, sanitize
+from ganlab.core.config import ConfigError
+from ganlab.experiments.sweep import parse_sweep, run_state, run_sweep, sanitize
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,7 +121,7 @@ def test_interrupted_sweep_restarts_skipping_finished_runs(tiny_data: Path, tmp_
 
 
 def result_cfg(spec: Path, index: int = 1):
-    from ganlab.train.sweep import load_sweep, validate
+    from ganlab.experiments.sweep import load_sweep, validate
 
     sweep = load_sweep(spec)
     validate(sweep)

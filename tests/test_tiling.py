@@ -11,12 +11,12 @@ from PIL import Image
 from torch import nn
 
 from ganlab.cli import main
-from ganlab.config import to_dict
-from ganlab.infer.tiling import tiled_apply
+from ganlab.core.checkpoint import save_checkpoint
+from ganlab.core.config import to_dict
+from ganlab.core.rundir import RunDir
+from ganlab.core.tiling import tiled_apply
 from ganlab.models.sr import SRResNet
-from ganlab.train.checkpoint import save_checkpoint
-from ganlab.train.run import RunDir
-from ganlab.train.sr_config import build_sr_config
+from ganlab.sr.config import build_sr_config
 
 
 @torch.no_grad()

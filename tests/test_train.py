@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from ganlab.cli import main
-from ganlab.train.run import read_metrics
+from ganlab.core.rundir import read_metrics
 
 from .conftest import TINY
 
@@ -130,9 +130,9 @@ def test_architecture_change_at_resume_and_mismatched_checkpoint(
     assert train(tiny_data, out, "--epochs", "1") == 0
     assert main(["train", "--resume", str(out), "--set", "model.hidden=16", "--quiet"]) == 2
     assert "cannot change the architecture" in capsys.readouterr().err
-    from ganlab.config import build_cyclegan_config
-    from ganlab.train.checkpoint import CheckpointError, load_checkpoint, load_module_state
-    from ganlab.train.cyclegan import build_models
+    from ganlab.core.checkpoint import CheckpointError, load_checkpoint, load_module_state
+    from ganlab.cyclegan.config import build_cyclegan_config
+    from ganlab.cyclegan.trainer import build_models
 
     other = build_models(build_cyclegan_config("model2", overrides={"model": {"hidden": 16}}))
     ckpt = load_checkpoint(out / "checkpoints" / "epoch_0001.safetensors")
@@ -256,7 +256,7 @@ def test_eval_writes_json(tiny_data: Path, tmp_path: Path, capsys) -> None:
 
 
 def test_ema_generators_are_used_for_inference(tiny_data: Path, tmp_path: Path) -> None:
-    from ganlab.infer.translate import load_run_models
+    from ganlab.cyclegan.translate import load_run_models
 
     run = tmp_path / "run"
     assert train(tiny_data, run, "--epochs", "1", "--set", "train.ema_decay=0.5") == 0
@@ -280,7 +280,7 @@ def test_ema_warmup_ramps_the_decay() -> None:
     import torch
     from torch import nn
 
-    from ganlab.train.ema import make_ema, update_ema, warmup_decay
+    from ganlab.cyclegan.ema import make_ema, update_ema, warmup_decay
 
     assert warmup_decay(0.995, 0) == pytest.approx(0.1)
     assert warmup_decay(0.995, 90) == pytest.approx(0.91)

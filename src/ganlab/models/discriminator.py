@@ -35,7 +35,7 @@ class PatchGANConfig:
     in_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.config import ConfigError
+        from ganlab.core.config import ConfigError
 
         if self.hidden < 1 or self.n_layers < 1:
             raise ConfigError("hidden and n_layers must be >= 1")

@@ -34,7 +34,7 @@ class GeneratorConfig:
     out_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.config import ConfigError
+        from ganlab.core.config import ConfigError
 
         if self.hidden < 1 or self.n_down < 0 or self.n_residual < 0:
             raise ConfigError("hidden must be >= 1, n_down and n_residual >= 0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from ganlab.errors import GanlabError
+from ganlab.core.errors import GanlabError
 from ganlab.models.generator import GeneratorConfig
 
 

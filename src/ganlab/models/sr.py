@@ -42,7 +42,7 @@ class SRResNetConfig:
     in_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.config import ConfigError
+        from ganlab.core.config import ConfigError
 
         if self.scale not in SCALES:
             raise ConfigError(f"scale: must be one of {', '.join(map(str, SCALES))}, got {self.scale}")
@@ -60,7 +60,7 @@ class SRDiscriminatorConfig:
     in_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.config import ConfigError
+        from ganlab.core.config import ConfigError
 
         if self.hidden < 1 or self.dense < 1 or self.pool < 1:
             raise ConfigError("hidden, dense and pool must be >= 1")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganlab.errors import GanlabError
+from ganlab.core.errors import GanlabError
 
 # torchvision's vgg19 "E" config: conv widths, "M" = 2x2 max-pool.
 _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]

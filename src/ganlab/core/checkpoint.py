@@ -1,0 +1,186 @@
+"""Atomic safetensors checkpoints with exact resume state.
+
+One file per checkpoint: every tensor (model weights under ``model/<name>/``, optimizer moments under
+``optim/<name>/``, RNG states and extras under their own prefixes) in safetensors format, and everything
+else (config, epoch, step, optimizer hyper-parameters) as JSON in the file's metadata. Loading never
+unpickles anything. Files are written to a temporary name, fsynced, then renamed, so a crash leaves either
+the old checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ganlab.core.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds: tensors by key and the JSON metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, prefix: str) -> dict[str, torch.Tensor]:
+        p = prefix.rstrip("/") + "/"
+        return {k[len(p) :]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+
+def _optimizer_to_flat(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim/{name}/{pid}/{k}"] = v
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_flat(name: str, ckpt: Checkpoint, opt: torch.optim.Optimizer) -> None:
+    info = ckpt.meta.get("optimizers", {}).get(name)
+    if info is None:
+        raise CheckpointError(f"checkpoint has no state for optimizer {name!r}")
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in ckpt.section(f"optim/{name}").items():
+        pid, k = key.split("/", 1)
+        state.setdefault(int(pid), {})[k] = v
+    for pid, sc in info["scalars"].items():
+        state.setdefault(int(pid), {}).update(sc)
+    groups = info["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"optimizer {name!r} does not fit the checkpoint: {e}") from None
+
+
+def rng_state_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng/torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng/cuda/{i}"] = s
+    return out
+
+
+def restore_rng(ckpt: Checkpoint) -> None:
+    if "rng/torch" in ckpt.tensors:
+        torch.set_rng_state(ckpt.tensors["rng/torch"])
+    cuda = ckpt.section("rng/cuda")
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([cuda[str(i)] for i in range(len(cuda))])
+
+
+def save_checkpoint(
+    path: str | Path,
+    modules: dict[str, nn.Module],
+    meta: dict[str, Any],
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+    with_rng: bool = True,
+) -> Path:
+    """Write modules, optimizers, extra tensors, RNG state and JSON meta atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat: dict[str, torch.Tensor] = {}
+    for name, m in modules.items():
+        for k, v in m.state_dict().items():
+            flat[f"model/{name}/{k}"] = v
+    opt_meta: dict[str, Any] = {}
+    for name, opt in (optimizers or {}).items():
+        t, info = _optimizer_to_flat(name, opt)
+        flat.update(t)
+        opt_meta[name] = info
+    flat.update(tensors or {})
+    if with_rng:
+        flat.update(rng_state_tensors())
+    # safetensors wants contiguous CPU tensors that share no storage.
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in flat.items()}
+    full_meta = dict(meta, format_version=FORMAT_VERSION, optimizers=opt_meta, modules=sorted(modules))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(flat, str(tmp), metadata={"ganlab": json.dumps(full_meta)})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint (tensors on CPU). Never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        tensors = load_file(str(path), device="cpu")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("ganlab")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without ganlab metadata (not a ganlab checkpoint)")
+    return Checkpoint(tensors=tensors, meta=json.loads(raw), path=path)
+
+
+def load_module_state(ckpt: Checkpoint, name: str, module: nn.Module) -> None:
+    """Load ``model/<name>/*`` into ``module``; a mismatch names the first offending tensor and shapes."""
+    state = ckpt.section(f"model/{name}")
+    if not state:
+        raise CheckpointError(
+            f"checkpoint has no weights for {name!r} (it has: {', '.join(ckpt.meta.get('modules', []))})"
+        )
+    own = module.state_dict()
+    for k, v in own.items():
+        if k not in state:
+            raise CheckpointError(
+                f"{name}: tensor {k} (shape {tuple(v.shape)}) is missing from the checkpoint"
+            )
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{name}: tensor {k} has shape {tuple(state[k].shape)} in the checkpoint but "
+                f"{tuple(v.shape)} in the model (different architecture?)"
+            )
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise CheckpointError(
+            f"{name}: checkpoint tensor {extra[0]} (shape {tuple(state[extra[0]].shape)}) "
+            "does not exist in the model (different architecture?)"
+        )
+    module.load_state_dict(state)
+
+
+def restore(
+    ckpt: Checkpoint,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    rng: bool = True,
+) -> None:
+    """Load every module and optimizer, then the RNG states: the exact state at save time."""
+    for name, m in modules.items():
+        load_module_state(ckpt, name, m)
+    for name, opt in (optimizers or {}).items():
+        _optimizer_from_flat(name, ckpt, opt)
+    if rng:
+        restore_rng(ckpt)

@@ -1,0 +1,266 @@
+"""The run directory and the pieces every training loop shares: metrics log, device and precision,
+wall-clock budget, graceful Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganlab.core.checkpoint import CheckpointError
+from ganlab.core.config import save_yaml
+
+
+@dataclass
+class RunDir:
+    """Layout: config.yaml, metrics.jsonl, checkpoints/epoch_NNNN.safetensors + latest.json, samples/."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    def create(self) -> None:
+        for p in (self.root, self.checkpoints, self.samples):
+            p.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, cfg: Any) -> None:
+        tmp = self.config_path.with_name(".config.yaml.tmp")
+        save_yaml(cfg, tmp)
+        tmp.replace(self.config_path)
+
+    def checkpoint_path(self, epoch: int, step_in_epoch: int = 0) -> Path:
+        suffix = f"_step{step_in_epoch:06d}" if step_in_epoch else ""
+        return self.checkpoints / f"epoch_{epoch:04d}{suffix}.safetensors"
+
+    def set_latest(self, path: Path, epoch: int, step_in_epoch: int) -> None:
+        tmp = self.checkpoints / ".latest.json.tmp"
+        tmp.write_text(json.dumps({"file": path.name, "epoch": epoch, "step_in_epoch": step_in_epoch}))
+        tmp.replace(self.checkpoints / "latest.json")
+
+    def resolve_checkpoint(self, which: str | int = "latest") -> Path:
+        """``latest`` or an epoch number -> checkpoint file; errors list what exists."""
+        if not self.root.is_dir():
+            raise CheckpointError(f"run directory not found: {self.root}")
+        if str(which) == "latest":
+            ptr = self.checkpoints / "latest.json"
+            if not ptr.is_file():
+                raise CheckpointError(f"{self.root} has no checkpoint yet (no checkpoints/latest.json)")
+            return self.checkpoints / json.loads(ptr.read_text())["file"]
+        try:
+            epoch = int(which)
+        except ValueError:
+            raise CheckpointError(
+                f"--checkpoint must be 'latest' or an epoch number, got {which!r}"
+            ) from None
+        path = self.checkpoint_path(epoch)
+        if not path.is_file():
+            have = sorted(p.name for p in self.checkpoints.glob("epoch_*.safetensors"))
+            raise CheckpointError(
+                f"no checkpoint for epoch {epoch} in {self.root}; available: {', '.join(have) or 'none'}"
+            )
+        return path
+
+    def save(
+        self,
+        epoch: int,
+        step_in_epoch: int,
+        modules: dict[str, Any],
+        meta: dict[str, Any],
+        optimizers: dict[str, Any],
+        tensors: dict[str, torch.Tensor] | None = None,
+        keep_last: int = 0,
+        keep_every: int = 0,
+    ) -> Path:
+        """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next (named after
+        the epoch it belongs to), point ``latest`` at it, then prune old ones."""
+        from ganlab.core.checkpoint import save_checkpoint
+
+        label = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
+        path = self.checkpoint_path(*label)
+        save_checkpoint(path, modules, meta, optimizers, tensors)
+        self.set_latest(path, epoch, step_in_epoch)
+        self.prune(keep_last, keep_every, protect=path)
+        return path
+
+    def prune(self, keep_last: int, keep_every: int, protect: Path) -> None:
+        """Delete old epoch checkpoints: keep the newest ``keep_last`` (0 keeps all) and every
+        ``keep_every``-th epoch."""
+        if keep_last <= 0:
+            return
+        files = sorted(self.checkpoints.glob("epoch_*.safetensors"))
+        for p in files[:-keep_last]:
+            epoch = int(p.stem.split("_")[1])
+            if p == protect or ("_step" not in p.stem and keep_every > 0 and epoch % keep_every == 0):
+                continue
+            p.unlink(missing_ok=True)
+
+
+class MetricsLog:
+    """Append-only JSON lines; each record is flushed at once so a crash loses nothing logged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, default=_json_default) + "\n")
+
+    def config_change(self, epoch: int, step: int, changes: dict[str, list[Any]], log: Any = print) -> None:
+        """Record (and say) a recipe change made at resume; it takes effect from ``epoch``."""
+        self.write({"type": "config_change", "epoch": epoch, "step": step, "changes": changes})
+        log(
+            f"config changed at resume (from epoch {epoch}): "
+            + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+        )
+
+
+def progress_meta(
+    task: str, cfg: Any, epoch: int, step_in_epoch: int, global_step: int, train_seconds: float
+) -> dict[str, Any]:
+    """The checkpoint metadata every trainer writes: what the run is and how far it got."""
+    from ganlab import __version__
+    from ganlab.core.config import to_dict
+
+    return {
+        "task": task,
+        "ganlab_version": __version__,
+        "config": to_dict(cfg),
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": global_step,
+        "train_seconds": train_seconds,
+        "time": time.time(),
+    }
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def read_metrics(path: str | Path, type_: str | None = None) -> list[dict[str, Any]]:
+    """Records of metrics.jsonl (optionally only those of one ``type``); skips a torn last line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    out = []
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if type_ is None or rec.get("type") == type_:
+            out.append(rec)
+    return out
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not available is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} requested but MPS is not available")
+    return dev
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward passes; fp32 is a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory, or the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+class Budget:
+    """Wall-clock training budget in minutes (None: unlimited) for the whole run: ``already`` is the
+    training time spent by earlier invocations, so a resumed run continues the same budget."""
+
+    def __init__(self, minutes: float | None, already: float = 0.0) -> None:
+        self.minutes = minutes
+        self.already = already
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.already + time.monotonic() - self.start
+
+    def left(self) -> float:
+        return math.inf if self.minutes is None else self.minutes * 60 - self.elapsed()
+
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (it then saves a checkpoint);
+    a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> StopFlag:
+        if os.name == "posix" and _main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

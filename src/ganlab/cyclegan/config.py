@@ -1,0 +1,178 @@
+"""The CycleGAN config tree: model, discriminator, data and training recipe, with the documented
+loss-weight schedule as the default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ganlab.core.augment import make_augment
+from ganlab.core.config import from_dict, load_yaml, merge, to_dict
+from ganlab.core.errors import ConfigError
+from ganlab.models.discriminator import PatchGANConfig
+from ganlab.models.generator import GeneratorConfig
+from ganlab.models.registry import preset_config
+
+PhaseStart = int | float
+
+
+@dataclass
+class Phase:
+    """Loss weights in force from ``start`` on.
+
+    ``start``: an int >= 1 is a 1-based epoch; an int <= 0 counts from the end (-4: the last 4 epochs);
+    a float in (0, 1) is a fraction of training (0.5: the middle).
+    """
+
+    start: PhaseStart = 1
+    identity: float = 0.5
+    gan: float = 1.0
+    cycle: float = 10.0
+
+    def validate(self) -> None:
+        if isinstance(self.start, float) and not 0.0 < self.start < 1.0:
+            raise ConfigError(f"start: a fractional start must lie in (0, 1), got {self.start}")
+        for name in ("identity", "gan", "cycle"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: loss weights must be >= 0")
+
+
+def documented_schedule() -> list[Phase]:
+    """The documented recipe: conservative first, then more pressure on the generators."""
+    return [
+        Phase(start=1, identity=0.5, gan=1.0, cycle=10.0),
+        Phase(start=0.5, identity=0.3, gan=1.5, cycle=10.0),
+        Phase(start=-4, identity=0.5, gan=1.5, cycle=12.0),
+    ]
+
+
+@dataclass
+class DataConfig:
+    """Where the two domains are and how crops are made."""
+
+    root: str | None = None  # reference layout: trainA/, trainB/, optional testA/, testB/
+    a: str | None = None  # or two folders
+    b: str | None = None
+    size: int = 256  # random crop size
+    load_size: int | None = None  # resize (square) before cropping; default size * 286 / 256
+    flip: bool = True
+    cache: bool = True  # keep decoded, resized images in memory (small data sets, CPU)
+    workers: int = 0
+    max_images: int | None = None  # cap per domain (quick experiments)
+
+    def validate(self) -> None:
+        if self.size < 8:
+            raise ConfigError(f"size: crop size must be >= 8, got {self.size}")
+        if self.load_size is not None and self.load_size < self.size:
+            raise ConfigError(f"load_size: must be >= size ({self.size}), got {self.load_size}")
+        if self.workers < 0:
+            raise ConfigError("workers: must be >= 0")
+
+    @property
+    def resolved_load_size(self) -> int:
+        return self.load_size if self.load_size is not None else round(self.size * 286 / 256)
+
+
+@dataclass
+class TrainConfig:
+    """The recipe: optimisation, losses, schedules, logging."""
+
+    epochs: int = 100  # epochs at constant lr
+    epochs_decay: int = 0  # then linear decay to 0 over this many epochs
+    minutes: float | None = None  # wall-clock budget: stop cleanly with a checkpoint
+    batch_size: int = 1
+    lr: float = 2e-4
+    gen_lr_coef: float = 1.0
+    disc_lr_coef: float = 1.25  # discriminators 25% faster: they got stuck on artifacts otherwise
+    beta1: float = 0.5
+    beta2: float = 0.999
+    gan_loss: Literal["lsgan", "vanilla", "hinge"] = "lsgan"
+    schedule: list[Phase] = field(default_factory=documented_schedule)
+    pool_size: int = 50
+    # Differentiable augmentation of every discriminator input, real and fake (ganlab.core.augment):
+    # any of "color", "translation". Off in the documented recipe.
+    augment: list[str] = field(default_factory=list)
+    # Gaussian sigma (px) applied to both images of the L1 cycle term: the cycle then keeps structure but
+    # lets a generator drop fine texture instead of hiding it (ganlab.core.losses.cycle_l1). 0: exact.
+    cycle_blur: float = 0.0
+    ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # CPU threads for PyTorch (None: its default, one per core). On a machine shared with other jobs, 1
+    # avoids oversubscription, which slowed steps about 10x here.
+    threads: int | None = None
+    log_every: int = 50  # steps between metrics.jsonl step records
+    samples: int = 4  # images per domain in the per-epoch sample grid
+    max_steps_per_epoch: int | None = None
+    keep_checkpoints: int = 3  # newest full checkpoints kept (0 keeps every epoch's)
+    keep_every: int = 0  # also keep every N-th epoch's checkpoint (0: none)
+    eval_images: int = 16  # test images scored after each epoch when the data root has testA/testB (0: off)
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
+            raise ConfigError("epochs: need epochs + epochs_decay >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size: must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("lr: must be > 0")
+        if not self.schedule:
+            raise ConfigError("schedule: needs at least one phase")
+
+        try:
+            make_augment(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"augment: {e}") from None
+        if self.cycle_blur < 0:
+            raise ConfigError(f"cycle_blur: must be >= 0 (0 is the exact cycle), got {self.cycle_blur}")
+        if self.pool_size < 0:
+            raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads: must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must lie in [0, 1), got {self.ema_decay}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError("minutes: must be > 0")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.epochs_decay
+
+
+@dataclass
+class CycleGANConfig:
+    """The whole CycleGAN experiment."""
+
+    preset: str = "model2"
+    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    disc: PatchGANConfig = field(default_factory=PatchGANConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def build_cyclegan_config(
+    preset: str | None = None,
+    files: list[str | Path] | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> CycleGANConfig:
+    """Resolve defaults < preset < base (e.g. a checkpoint's config) < YAML files < overrides."""
+
+    layers: list[dict[str, Any]] = []
+    if base is not None:
+        layers.append(base)
+    for f in files or []:
+        layers.append(load_yaml(f))
+    if overrides:
+        layers.append(overrides)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = merge(merged, layer)
+    name = preset or merged.get("preset") or CycleGANConfig.preset
+    merged["preset"] = name
+    # The preset fills the architecture; explicit model keys (file or --set) win over it.
+    if base is None:
+        merged["model"] = merge(to_dict(preset_config(name)), merged.get("model", {}))
+    return from_dict(CycleGANConfig, merged)

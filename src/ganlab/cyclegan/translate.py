@@ -1,0 +1,107 @@
+"""Translate pictures of any size with a trained CycleGAN generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ganlab.core.checkpoint import CheckpointError, load_checkpoint, load_module_state
+from ganlab.core.config import from_dict
+from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
+from ganlab.core.rundir import RunDir
+from ganlab.cyclegan.config import CycleGANConfig
+
+DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
+
+
+def load_run_models(
+    run_dir: str | Path,
+    checkpoint: str | int = "latest",
+    device: torch.device | None = None,
+    use_ema: bool = True,
+) -> tuple[nn.ModuleDict, CycleGANConfig, dict[str, Any]]:
+    """Rebuild the four networks from a checkpoint's own config and load their weights (the generators'
+    moving averages when the run kept them and ``use_ema``)."""
+    from ganlab.cyclegan.trainer import build_models
+
+    ckpt = load_checkpoint(RunDir(Path(run_dir)).resolve_checkpoint(checkpoint))
+    if ckpt.meta.get("task") != "cyclegan":
+        raise CheckpointError(f"{ckpt.path} is a {ckpt.meta.get('task')!r} checkpoint, not a CycleGAN one")
+    cfg = from_dict(CycleGANConfig, ckpt.meta["config"])
+    models = build_models(cfg)
+    for name in models:
+        # Generators: the EMA weights when the run kept them (they are the better generator).
+        ema = f"{name}_ema"
+        use = ema if use_ema and name.startswith("G_") and ckpt.section(f"model/{ema}") else name
+        load_module_state(ckpt, use, models[name])
+    models.to(device or torch.device("cpu")).eval()
+    return models, cfg, ckpt.meta
+
+
+def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+    """Files and folders -> (file, path relative to its root) so outputs mirror folder structure."""
+    out: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += [(f, f.relative_to(p)) for f in list_images(p)]
+        elif p.is_file():
+            out.append((p, Path(p.name)))
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    return out
+
+
+@torch.no_grad()
+def translate_tensor(
+    g: nn.Module, x: torch.Tensor, tile: int | None = None, tile_pad: int = 32
+) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1] -> (1, 3, H, W). With ``tile``, overlapping tiles bound the memory
+    (InstanceNorm statistics are then per tile, so prefer whole images when they fit)."""
+    if tile:
+        from ganlab.core.tiling import tiled_apply
+
+        return tiled_apply(g, x, tile=tile, pad=tile_pad, scale=1)
+    return g(x)
+
+
+def translate_paths(
+    run_dir: str | Path,
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    direction: str = "a2b",
+    checkpoint: str | int = "latest",
+    device: torch.device | None = None,
+    tile: int | None = None,
+    tile_pad: int = 32,
+    ext: str = ".png",
+    warn: Callable[[str], None] = print,
+    progress: bool = True,
+) -> list[Path]:
+    """Translate every input image; each output keeps its input's size and name (with ``ext``)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; use a2b or b2a")
+    device = device or torch.device("cpu")
+    models, _, _ = load_run_models(run_dir, checkpoint, device)
+    g = models[DIRECTIONS[direction]]
+    files = collect_inputs(inputs)
+    if not files:
+        raise FileNotFoundError(f"no images found in {', '.join(map(str, inputs))}")
+    out_dir = Path(out_dir)
+    written = []
+    for src, rel in tqdm(files, desc=f"translate {direction}", unit="img", disable=not progress):
+        try:
+            x = pil_to_tensor(read_rgb(src))[None].to(device)
+        except ImageReadError as e:
+            warn(f"warning: skipping {e}")
+            continue
+        y = translate_tensor(g, x, tile, tile_pad)
+        dst = out_dir / rel.with_suffix(ext)
+        save_image(tensor_to_pil(y[0]), dst)
+        written.append(dst)
+    return written

@@ -1,0 +1,131 @@
+"""The super-resolution config tree (defaults < preset < YAML < ``--set``), built with
+:func:`ganlab.config.from_dict` so unknown keys and wrong types are errors naming the dotted key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ganlab.core.config import ConfigError, from_dict, load_yaml, merge, to_dict
+from ganlab.models.sr import SRDiscriminatorConfig, SRResNetConfig, sr_preset_config
+
+
+@dataclass
+class SRDataConfig:
+    """HR images, crops and the held-out images scored after each epoch."""
+
+    root: str | None = None  # folder of HR images; None: the built-in offline photos (train split)
+    lr_root: str | None = None  # optional folder of paired LR images, matched by file name
+    size: int = 96  # HR crop side; a multiple of the scale (the LR crop is size / scale)
+    flip: bool = True
+    rot90: bool = True
+    detail_candidates: int = 1  # > 1: keep the crop with the largest bicubic error of this many
+    split_seed: int = 0  # seed of the built-in photos' train/test split
+    photo_max_side: int | None = 1024  # long-side bound of the built-in photos (antialiased downscale)
+    eval_root: str | None = None  # per-epoch eval images; None: the built-in held-out test photos
+    eval_images: int = 8  # images scored after each epoch (0: off)
+    eval_size: int = 256  # their HR centre crop (bounded so the per-epoch eval costs seconds)
+
+    def validate(self) -> None:
+        if self.size < 8:
+            raise ConfigError(f"size: HR crop must be >= 8, got {self.size}")
+        if self.eval_images < 0 or self.eval_size < 16:
+            raise ConfigError("eval_images must be >= 0 and eval_size >= 16")
+
+
+@dataclass
+class SRTrainConfig:
+    """The recipe. ``stage: pixel`` trains SRResNet on a pixel loss; ``stage: gan`` is SRGAN."""
+
+    stage: Literal["pixel", "gan"] = "pixel"
+    epochs: int | None = 20  # None: until the --minutes budget runs out
+    minutes: float | None = None  # wall-clock budget: stop cleanly with a checkpoint
+    steps_per_epoch: int = 100  # an "epoch" is a fixed number of steps (small photo sets)
+    batch_size: int = 16
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_min_ratio: float = 0.01  # cosine floor as a fraction of lr
+    pixel_loss: Literal["l1", "mse"] = "mse"
+    pixel_weight: float = 1.0  # the paper's SRGAN-VGG54 uses 0 here (VGG content loss only)
+    adv_weight: float = 1e-3
+    adv_kind: Literal["vanilla", "relativistic"] = "vanilla"
+    perceptual_weight: float = 1.0  # used only with vgg_weights
+    vgg_weights: str | None = None  # local torchvision-layout vgg19 state_dict (.pth or .safetensors)
+    vgg_rescale: float = 1.0 / 12.75  # features are multiplied by this before the MSE (paper, sec. 3.2)
+    vgg_after_relu: bool = True  # phi_5,4 after activation, as in the paper
+    grad_clip: float | None = None  # clip generator gradient norm (None: off)
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    log_every: int = 10  # steps between metrics.jsonl step records
+    keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
+    keep_every: int = 0  # also keep every N-th epoch's checkpoint
+
+    def validate(self) -> None:
+        if self.epochs is None and self.minutes is None:
+            raise ConfigError("epochs: set epochs, minutes, or both (training stops at the first)")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError("epochs: must be >= 1")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError("minutes: must be > 0")
+        if self.steps_per_epoch < 1 or self.batch_size < 1 or self.log_every < 1:
+            raise ConfigError("steps_per_epoch, batch_size and log_every must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError("lr: must be > 0")
+        for name in ("pixel_weight", "adv_weight", "perceptual_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0")
+
+
+@dataclass
+class SRConfig:
+    """The whole super-resolution experiment."""
+
+    preset: str = "srresnet-small"
+    model: SRResNetConfig = field(default_factory=SRResNetConfig)
+    disc: SRDiscriminatorConfig = field(default_factory=SRDiscriminatorConfig)
+    data: SRDataConfig = field(default_factory=SRDataConfig)
+    train: SRTrainConfig = field(default_factory=SRTrainConfig)
+
+    def validate(self) -> None:
+        if self.data.size % self.model.scale:
+            raise ConfigError(
+                f"data.size: the HR crop ({self.data.size}) must be a multiple of model.scale ({self.model.scale})"
+            )
+
+
+# Pixel-stage recipes tuned per preset (measured on the 2-core CPU; see the README's SR section). They
+# sit between the dataclass defaults and the user's files/flags.
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    "srresnet": {},
+    "srresnet-small": {
+        "data": {"detail_candidates": 4},
+        "train": {"batch_size": 8, "lr": 1e-3, "lr_schedule": "cosine", "pixel_loss": "l1"},
+    },
+}
+
+
+def build_sr_config(
+    preset: str | None = None,
+    files: list[str | Path] | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> SRConfig:
+    """Resolve defaults < preset (architecture + recipe) < base (a checkpoint's config) < files < overrides."""
+    layers: list[dict[str, Any]] = [load_yaml(f) for f in files or []]
+    if overrides:
+        layers.append(overrides)
+    user: dict[str, Any] = {}
+    for layer in layers:
+        user = merge(user, layer)
+    if base is not None:
+        return from_dict(SRConfig, merge(base, user))
+    name = preset or user.get("preset") or SRConfig.preset
+    merged: dict[str, Any] = {"preset": name, "model": to_dict(sr_preset_config(name))}
+    if user.get("train", {}).get("stage", "pixel") == "pixel":
+        # The recipes are for the pixel stage; GAN fine-tuning keeps the paper's defaults (Adam 1e-4).
+        merged = merge(merged, PRESET_RECIPES.get(name, {}))
+    merged = merge(merged, {k: v for k, v in user.items() if k != "preset"})
+    return from_dict(SRConfig, merged)
