@@ -1,8 +1,10 @@
-"""The offline demo dataset (photo tiles vs. cartoon tiles) and the cartoon rendering behind it."""
+"""The offline demo dataset (photo tiles vs. cartoon tiles), the offline photos and their split, and the
+cartoon rendering behind it."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -14,8 +16,11 @@ from PIL import Image
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
 
+from ganlab.core import photos as core_photos  # noqa: E402
+from ganlab.core.errors import MissingExtraError  # noqa: E402
 from ganlab.core.images import read_rgb  # noqa: E402
 from ganlab.cyclegan.demo import data as demo  # noqa: E402
+from ganlab.cyclegan.demo import tiles as demo_tiles  # noqa: E402
 from ganlab.cyclegan.demo.cartoon import cartoonize  # noqa: E402
 
 SMALL = dict(n_train_a=10, n_train_b=10, n_test=4, tile=64, max_side=320)
@@ -26,14 +31,14 @@ def no_debian(monkeypatch, tmp_path):
     """Pretend neither Debian wallpaper package is installed."""
     missing = tmp_path / "not-installed"
     monkeypatch.setattr(
-        demo,
+        core_photos,
         "DEBIAN_PHOTO_DIRS",
         (
             (missing / "backgrounds", "lomiri-wallpapers-16.04", "lomiri"),
             (missing / "mate", "mate-backgrounds", "mate"),
         ),
     )
-    monkeypatch.setattr(demo, "DEBIAN_DOC_DIR", missing / "doc")
+    monkeypatch.setattr(core_photos, "DEBIAN_DOC_DIR", missing / "doc")
 
 
 def _photo_like(seed: int, h: int = 300, w: int = 420) -> np.ndarray:
@@ -93,10 +98,10 @@ def test_cartoon_is_local():
 # ---------------------------------------------------------------- photos and splits
 
 
-def _fake_sources(n: int) -> list[demo.PhotoSource]:
+def _fake_sources(n: int) -> list[core_photos.PhotoSource]:
     origins = ["pkg-a", "pkg-b", "pkg-c"]
     return [
-        demo.PhotoSource(f"p{i:02d}", partial(_photo_like, i), "CC0", origins[i % 3 if i < 9 else 0])
+        core_photos.PhotoSource(f"p{i:02d}", partial(_photo_like, i), "CC0", origins[i % 3 if i < 9 else 0])
         for i in range(n)
     ]
 
@@ -104,25 +109,25 @@ def _fake_sources(n: int) -> list[demo.PhotoSource]:
 @pytest.mark.parametrize("n", [4, 10, 37])
 def test_split_photos_partition_is_deterministic_and_order_free(n):
     photos = _fake_sources(n)
-    s = demo.split_photos(photos, seed=3)
+    s = core_photos.split_photos(photos, seed=3)
     names = {k: [p.name for p in v] for k, v in s.items()}
     all_names = sum(names.values(), [])
     assert sorted(all_names) == sorted(p.name for p in photos)  # every photo exactly once
     assert len(names["test"]) == max(2, round(0.2 * n))
     assert names["train_a"] and names["train_b"]
-    again = demo.split_photos(list(reversed(photos)), seed=3)
+    again = core_photos.split_photos(list(reversed(photos)), seed=3)
     assert {k: [p.name for p in v] for k, v in again.items()} == names
-    others = [demo.split_photos(photos, seed=k) for k in range(5)]
+    others = [core_photos.split_photos(photos, seed=k) for k in range(5)]
     assert len({tuple(p.name for p in o["test"]) for o in others}) > 1  # the seed matters
 
 
 def test_split_photos_rejects_too_few_and_duplicates():
     with pytest.raises(ValueError, match="at least"):
-        demo.split_photos(_fake_sources(3))
+        core_photos.split_photos(_fake_sources(3))
     dup = _fake_sources(5)
-    dup[1] = demo.PhotoSource("p00", dup[1].loader, "CC0", "pkg-a")
+    dup[1] = core_photos.PhotoSource("p00", dup[1].loader, "CC0", "pkg-a")
     with pytest.raises(ValueError, match="unique"):
-        demo.split_photos(dup)
+        core_photos.split_photos(dup)
 
 
 def test_balance_domains_matches_colour_and_keeps_the_test_split():
@@ -130,10 +135,12 @@ def test_balance_domains_matches_colour_and_keeps_the_test_split():
     def flat(rgb):
         return Image.new("RGB", (64, 48), rgb)
 
-    photos = [demo.PhotoSource(f"p{i:02d}", None, "CC0", "pkg-a" if i % 2 else "pkg-b") for i in range(14)]
+    photos = [
+        core_photos.PhotoSource(f"p{i:02d}", None, "CC0", "pkg-a" if i % 2 else "pkg-b") for i in range(14)
+    ]
     working = {p.name: flat((40, 60, 200) if i < 6 else (200, 60, 40)) for i, p in enumerate(photos)}
     splits = {"train_a": photos[:6], "train_b": photos[6:12], "test": photos[12:]}
-    out, dist = demo.balance_domains(splits, working, seed=0)
+    out, dist = demo_tiles.balance_domains(splits, working, seed=0)
     assert [p.name for p in out["test"]] == ["p12", "p13"]
     names = sorted(p.name for p in out["train_a"] + out["train_b"])
     assert names == [f"p{i:02d}" for i in range(12)]  # the same training photos, each once
@@ -141,7 +148,7 @@ def test_balance_domains_matches_colour_and_keeps_the_test_split():
     assert dist["before"] > 50 and dist["after"] < 0.2 * dist["before"]
     blue = {f"p{i:02d}" for i in range(6)}
     assert 0 < sum(p.name in blue for p in out["train_a"]) < 6  # both colours in each domain
-    again, _ = demo.balance_domains(splits, working, seed=0)
+    again, _ = demo_tiles.balance_domains(splits, working, seed=0)
     assert [p.name for p in again["train_a"]] == [p.name for p in out["train_a"]]  # deterministic
 
 
@@ -155,12 +162,12 @@ def test_match_tiles_follows_the_reference_colour_distribution():
 
     ref = tiles((200, 60, 40), 10) + tiles((40, 60, 200), 10)
     cand = tiles((128, 128, 128), 36) + tiles((190, 70, 50), 12) + tiles((50, 70, 190), 12)
-    idx = demo.match_tiles(ref, cand)
+    idx = demo_tiles.match_tiles(ref, cand)
     assert len(idx) == 20 and len(set(idx)) == 20  # distinct candidates, one per reference tile
     assert all(36 <= j < 48 for j in idx[:10]) and all(48 <= j for j in idx[10:])  # reds and blues
-    assert idx == demo.match_tiles(ref, cand)  # deterministic
+    assert idx == demo_tiles.match_tiles(ref, cand)  # deterministic
     with pytest.raises(ValueError, match="at least 20 candidates"):
-        demo.match_tiles(ref, cand[:19])
+        demo_tiles.match_tiles(ref, cand[:19])
 
 
 def test_build_rejects_a_bad_match_pool_before_any_work(tmp_path):
@@ -169,8 +176,17 @@ def test_build_rejects_a_bad_match_pool_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_build_without_scikit_image_names_the_extra(tmp_path, no_debian, monkeypatch):
+    for module in ("skimage", "skimage.data", "sklearn", "sklearn.datasets"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    assert core_photos.offline_photos() == []
+    with pytest.raises(MissingExtraError, match=r"scikit-image.*ganlab\[demo\]"):
+        demo.build_demo_dataset(tmp_path / "out", progress=False, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_offline_photos_load_as_float_rgb(no_debian):
-    photos = demo.offline_photos()
+    photos = core_photos.offline_photos()
     names = [p.name for p in photos]
     assert "skimage-astronaut" in names and "sklearn-china" in names
     assert not any(n.startswith(("lomiri-", "mate-")) for n in names)
@@ -256,11 +272,11 @@ def test_build_uses_debian_folders_with_their_credits(tmp_path, monkeypatch):
         "Files: 16.04/Lake_by_Someone.jpg\nCopyright: Some One, 2018\nLicense: CC-BY-4.0\n"
     )
     monkeypatch.setattr(
-        demo,
+        core_photos,
         "DEBIAN_PHOTO_DIRS",
         ((walls, "lomiri-wallpapers-16.04", "lomiri"), (tmp_path / "none", "mate-backgrounds", "mate")),
     )
-    monkeypatch.setattr(demo, "DEBIAN_DOC_DIR", tmp_path / "doc")
+    monkeypatch.setattr(core_photos, "DEBIAN_DOC_DIR", tmp_path / "doc")
     logged: list[str] = []
     m = demo.build_demo_dataset(tmp_path / "out", seed=1, log=logged.append, progress=False, **SMALL)
     lake, hill = m["sources"]["lomiri-Lake_by_Someone"], m["sources"]["lomiri-Hill_by_Other"]

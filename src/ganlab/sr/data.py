@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ganlab.core.errors import GanlabError
 from ganlab.core.images import list_images, read_rgb
+from ganlab.core.photos import offline_photos, split_photos
 
 
 class SRDataError(GanlabError, ValueError):
@@ -111,8 +112,6 @@ def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
 @functools.lru_cache(maxsize=8)
 def _builtin_split(split: str, seed: int, max_side: int | None) -> tuple[SRImage, ...]:
     # Decoding the offline photos (up to 5K wallpapers) takes seconds; cache per process and split.
-    from ganlab.cyclegan.demo.data import offline_photos, split_photos
-
     parts = split_photos(offline_photos(), seed)
     photos = parts["train_a"] + parts["train_b"] if split == "train" else parts["test"]
     return tuple(_from_array(p.name, p.load(max_side)) for p in photos)
