@@ -19,8 +19,8 @@ import torch
 
 from ganlab.cyclegan.config import build_cyclegan_config
 from ganlab.core.cost import count_params, gflops
-from ganlab.cyclegan.api import train
-from ganlab.cyclegan.trainer import build_models
+from ganlab.cyclegan.trainer import train
+from ganlab.cyclegan.step import build_models
 from ganlab.core.rundir import read_metrics
 
 

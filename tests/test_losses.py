@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ganlab.core.losses import cycle_l1, gaussian_blur, l1
+from ganlab.core.losses import l1
+from ganlab.cyclegan.losses import cycle_l1, gaussian_blur
 
 
 def _checker(shape: tuple[int, ...], amp: float) -> torch.Tensor:

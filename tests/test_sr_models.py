@@ -6,15 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ganlab.models.registry import UnknownPresetError
-from ganlab.models.sr import (
-    SRDiscriminator,
-    SRDiscriminatorConfig,
-    SRResNet,
-    SRResNetConfig,
-    sr_preset_config,
-    sr_preset_names,
-)
+from ganlab.models.registry import UnknownPresetError, preset_config, preset_names
+from ganlab.models.sr import SRDiscriminator, SRDiscriminatorConfig, SRResNet, SRResNetConfig
 from ganlab.models.vgg import CONV5_4, VGG19Features, VGGWeightsError, load_vgg19_features
 from ganlab.sr.step import perceptual_loss
 
@@ -55,7 +48,7 @@ def test_discriminator_accepts_any_crop(size: int) -> None:
 
 
 def test_paper_sized_models() -> None:
-    cfg = sr_preset_config("srresnet")
+    cfg = preset_config("srresnet", "sr")
     assert (cfg.hidden, cfg.n_residual, cfg.norm, cfg.scale) == (64, 16, "batch", 4)
     # The paper's discriminator at its 96 px crops: 4 stride-2 convs -> 6x6, so the 6x6 pool is the identity.
     d = SRDiscriminator(SRDiscriminatorConfig())
@@ -64,10 +57,10 @@ def test_paper_sized_models() -> None:
 
 def test_unknown_preset_lists_known_ones() -> None:
     with pytest.raises(UnknownPresetError) as e:
-        sr_preset_config("srresnet-huge")
-    for name in sr_preset_names():
+        preset_config("srresnet-huge", "sr")
+    for name in preset_names("sr"):
         assert name in str(e.value)
-    assert {"srresnet", "srresnet-small"} <= set(sr_preset_names())
+    assert {"srresnet", "srresnet-small"} <= set(preset_names("sr"))
 
 
 # ------------------------------------------------------------------------------------------- VGG19
@@ -124,6 +117,6 @@ def test_vgg_wrong_file_is_a_clear_error(tmp_path) -> None:
 def test_bicubic_skip_starts_at_the_bicubic_baseline() -> None:
     from ganlab.sr.data import bicubic_resize
 
-    g = SRResNet(sr_preset_config("srresnet-small", scale=3))
+    g = SRResNet(preset_config("srresnet-small", "sr", scale=3))
     x = torch.rand(2, 3, 11, 14)
     assert torch.allclose(g(x), bicubic_resize(x, (33, 42)), atol=1e-6)

@@ -132,7 +132,7 @@ def test_architecture_change_at_resume_and_mismatched_checkpoint(
     assert "cannot change the architecture" in capsys.readouterr().err
     from ganlab.core.checkpoint import CheckpointError, load_checkpoint, load_module_state
     from ganlab.cyclegan.config import build_cyclegan_config
-    from ganlab.cyclegan.trainer import build_models
+    from ganlab.cyclegan.step import build_models
 
     other = build_models(build_cyclegan_config("model2", overrides={"model": {"hidden": 16}}))
     ckpt = load_checkpoint(out / "checkpoints" / "epoch_0001.safetensors")

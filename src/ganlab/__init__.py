@@ -1,3 +1,5 @@
 """ganlab: GAN experiments on images (CycleGAN-style translation, SRGAN super-resolution)."""
 
-__version__ = "0.1.0"
+from ganlab.core.version import VERSION as __version__
+
+__all__ = ["__version__"]

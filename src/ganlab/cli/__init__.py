@@ -1,35 +1,36 @@
 """Command line: parsing only. Each subcommand lives in ``ganlab.cli.<name>`` and exposes
-``register(subparsers)``; the parser it adds sets ``func`` to one call into the library."""
+``register(subparsers)``; the parser it adds sets ``func`` to one call into the library.
+
+Every error a user can cause is a ``GanlabError``: it is printed as one line ``ganlab CMD: error: ...``
+with exit code 2. ``--debug`` (or ``GANLAB_DEBUG=1``) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ganlab.core.errors import GanlabError
+from ganlab.core.version import VERSION
 
 # Order here is the order in `ganlab --help`.
 COMMANDS = ["train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ganlab import __version__
-
     parser = argparse.ArgumentParser(
         prog="ganlab",
         description="GAN experiments on images: CycleGAN translation and SRGAN super-resolution.",
     )
-    parser.add_argument("--version", action="version", version=f"ganlab {__version__}")
+    parser.add_argument("--version", action="version", version=f"ganlab {VERSION}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (or set GANLAB_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"ganlab.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"ganlab.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"ganlab.cli.{name}").register(sub)
     return parser
 
 
@@ -43,12 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get("GANLAB_DEBUG", "") not in ("", "0")
     try:
         rc = args.func(args)
     except (GanlabError, FileNotFoundError) as e:
-        print(f"ganlab {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"ganlab {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line (a multi-line message keeps its first line and says how many more)."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0] + (f" (and {len(lines) - 1} more lines; rerun with --debug)" if len(lines) > 1 else "")

@@ -1,8 +1,11 @@
-"""Flag helpers shared by subcommands."""
+"""Flag helpers shared by subcommands: config files, ``--set``, and a task's option table."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from ganlab.core.config import Option, load_yaml, merge, option_overrides, parse_set
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -21,3 +24,30 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set train.lr=1e-4 (repeatable; wins over files)",
     )
+
+
+def add_options(p: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    """One flag per option of a task's table (``ganlab.cyclegan.config.OPTIONS``...)."""
+    for o in options:
+        help_text = f"{o.help} ({o.key})"
+        if o.flag_value is not None:
+            p.add_argument(o.flag, dest=o.name, action="store_const", const=o.flag_value, help=help_text)
+        else:
+            metavar = None if o.choices else o.name.upper()
+            p.add_argument(
+                o.flag, dest=o.name, type=o.type, choices=o.choices, metavar=metavar, help=help_text
+            )
+
+
+def overrides_from(args: argparse.Namespace, options: tuple[Option, ...]) -> dict[str, Any]:
+    """``--set`` values, then the task's flags on top (flags win)."""
+    return merge(parse_set(args.overrides), option_overrides(vars(args), options))
+
+
+def config_layers(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config`` files then ``--set``, merged into one override dict (for commands that layer them on
+    a recipe of their own, like ``ganlab demo``)."""
+    out: dict[str, Any] = {}
+    for f in args.config:
+        out = merge(out, load_yaml(f))
+    return merge(out, parse_set(args.overrides))

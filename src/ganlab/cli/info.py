@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
         models, cfg, meta = load_run_models(args.run, args.checkpoint)
     else:
-        from ganlab.cyclegan.trainer import build_models
+        from ganlab.cyclegan.step import build_models
 
         cfg = build_cyclegan_config(
             preset=args.preset, files=args.config, overrides=parse_set(args.overrides)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.core.rundir import select_device
+    from ganlab.core.device import select_device
     from ganlab.cyclegan.translate import translate_paths
 
     written = translate_paths(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -131,17 +131,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    meta = read_meta(path)
     try:
         tensors = load_file(str(path), device="cpu")
-        from safetensors import safe_open
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    return Checkpoint(tensors=tensors, meta=meta, path=path)
 
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ganlab metadata without reading its tensors (cheap: a sweep checks every run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get("ganlab")
-    except (SafetensorError, OSError, ValueError) as e:
+    except Exception as e:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without ganlab metadata (not a ganlab checkpoint)")
-    return Checkpoint(tensors=tensors, meta=json.loads(raw), path=path)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: damaged ganlab metadata ({e})") from None
 
 
 def load_module_state(ckpt: Checkpoint, name: str, module: nn.Module) -> None:

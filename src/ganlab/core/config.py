@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -201,3 +203,34 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
 
 def save_yaml(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line flag for one config key: ``name`` ``batch_size`` is ``--batch-size`` on the command
+    line and ``batch_size:`` in a sweep's ``base:``; ``key`` is the dotted config key it sets."""
+
+    name: str
+    key: str
+    help: str
+    type: Callable[[str], Any] = str
+    choices: tuple[Any, ...] | None = None
+    flag_value: Any = None  # a switch (no argument) that sets the key to this value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def option_overrides(values: dict[str, Any], options: tuple[Option, ...]) -> dict[str, Any]:
+    """Nested overrides from option values by name (None: not given)."""
+    out: dict[str, Any] = {}
+    for o in options:
+        value = values.get(o.name)
+        if value is not None:
+            node = out
+            *sections, last = o.key.split(".")
+            for s in sections:
+                node = node.setdefault(s, {})
+            node[last] = value
+    return out

@@ -1,15 +1,10 @@
-"""The run directory and the pieces every training loop shares: metrics log, device and precision,
-wall-clock budget, graceful Ctrl-C."""
+"""The run directory: its layout, the checkpoint it points at, the metrics log, and the one check that
+a run belongs to the task that loads it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import resource
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +12,10 @@ from typing import Any
 
 import torch
 
-from ganlab.core.checkpoint import CheckpointError
-from ganlab.core.config import save_yaml
+from ganlab.core.checkpoint import Checkpoint, load_checkpoint, read_meta, save_checkpoint
+from ganlab.core.config import save_yaml, to_dict
+from ganlab.core.errors import CheckpointError
+from ganlab.core.version import VERSION
 
 
 @dataclass
@@ -62,14 +59,22 @@ class RunDir:
     def set_latest(self, path: Path, epoch: int, step_in_epoch: int) -> None:
         tmp = self.checkpoints / ".latest.json.tmp"
         tmp.write_text(json.dumps({"file": path.name, "epoch": epoch, "step_in_epoch": step_in_epoch}))
-        tmp.replace(self.checkpoints / "latest.json")
+        tmp.replace(self.latest_pointer)
+
+    @property
+    def latest_pointer(self) -> Path:
+        return self.checkpoints / "latest.json"
+
+    def has_checkpoint(self) -> bool:
+        """Whether a run has saved at least one checkpoint (a run to resume, not a new one)."""
+        return self.latest_pointer.is_file()
 
     def resolve_checkpoint(self, which: str | int = "latest") -> Path:
         """``latest`` or an epoch number -> checkpoint file; errors list what exists."""
         if not self.root.is_dir():
             raise CheckpointError(f"run directory not found: {self.root}")
         if str(which) == "latest":
-            ptr = self.checkpoints / "latest.json"
+            ptr = self.latest_pointer
             if not ptr.is_file():
                 raise CheckpointError(f"{self.root} has no checkpoint yet (no checkpoints/latest.json)")
             return self.checkpoints / json.loads(ptr.read_text())["file"]
@@ -100,8 +105,6 @@ class RunDir:
     ) -> Path:
         """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next (named after
         the epoch it belongs to), point ``latest`` at it, then prune old ones."""
-        from ganlab.core.checkpoint import save_checkpoint
-
         label = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
         path = self.checkpoint_path(*label)
         save_checkpoint(path, modules, meta, optimizers, tensors)
@@ -145,12 +148,9 @@ def progress_meta(
     task: str, cfg: Any, epoch: int, step_in_epoch: int, global_step: int, train_seconds: float
 ) -> dict[str, Any]:
     """The checkpoint metadata every trainer writes: what the run is and how far it got."""
-    from ganlab import __version__
-    from ganlab.core.config import to_dict
-
     return {
         "task": task,
-        "ganlab_version": __version__,
+        "ganlab_version": VERSION,
         "config": to_dict(cfg),
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
@@ -186,81 +186,25 @@ def read_metrics(path: str | Path, type_: str | None = None) -> list[dict[str, A
     return out
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not available is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {name!r} requested but MPS is not available")
-    return dev
+def _check_task(meta: dict[str, Any], path: Path, task: str | None) -> None:
+    if task is not None and meta.get("task") != task:
+        names = {"cyclegan": "CycleGAN", "sr": "super-resolution"}
+        raise CheckpointError(
+            f"{path} is a {names.get(meta.get('task'), repr(meta.get('task')))} run, "
+            f"not a {names.get(task, task)} run"
+        )
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward passes; fp32 is a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def load_run_checkpoint(run_dir: str | Path, which: str | int = "latest", task: str | None = None) -> Checkpoint:
+    """The checkpoint ``which`` (latest or an epoch number) of a run, checked to be of ``task``."""
+    path = RunDir(Path(run_dir)).resolve_checkpoint(which)
+    ckpt = load_checkpoint(path)
+    _check_task(ckpt.meta, Path(run_dir), task)
+    return ckpt
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak accelerator memory, or the process's peak resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-class Budget:
-    """Wall-clock training budget in minutes (None: unlimited) for the whole run: ``already`` is the
-    training time spent by earlier invocations, so a resumed run continues the same budget."""
-
-    def __init__(self, minutes: float | None, already: float = 0.0) -> None:
-        self.minutes = minutes
-        self.already = already
-        self.start = time.monotonic()
-
-    def elapsed(self) -> float:
-        return self.already + time.monotonic() - self.start
-
-    def left(self) -> float:
-        return math.inf if self.minutes is None else self.minutes * 60 - self.elapsed()
-
-    def expired(self) -> bool:
-        return self.left() <= 0
-
-
-class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current step (it then saves a checkpoint);
-    a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: Any = None
-
-    def __enter__(self) -> StopFlag:
-        if os.name == "posix" and _main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+def run_meta(run_dir: str | Path, which: str | int = "latest", task: str | None = None) -> dict[str, Any]:
+    """The metadata of a run's checkpoint without reading its tensors, checked to be of ``task``."""
+    meta = read_meta(RunDir(Path(run_dir)).resolve_checkpoint(which))
+    _check_task(meta, Path(run_dir), task)
+    return meta

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ganlab.core.augment import make_augment
-from ganlab.core.config import from_dict, load_yaml, merge, to_dict
+from ganlab.core.config import Option, from_dict, load_yaml, merge, to_dict
 from ganlab.core.errors import ConfigError
 from ganlab.models.discriminator import PatchGANConfig
 from ganlab.models.generator import GeneratorConfig
@@ -176,3 +176,20 @@ def build_cyclegan_config(
     if base is None:
         merged["model"] = merge(to_dict(preset_config(name)), merged.get("model", {}))
     return from_dict(CycleGANConfig, merged)
+
+
+# The flags of `ganlab train` and the shorthands of a sweep's base: and grid:, one table for both.
+OPTIONS: tuple[Option, ...] = (
+    Option("data", "data.root", "data root with trainA/ and trainB/ (optional testA/, testB/, testB_gt/)"),
+    Option("data_a", "data.a", "folder of domain A images (instead of --data)"),
+    Option("data_b", "data.b", "folder of domain B images (instead of --data)"),
+    Option("epochs", "train.epochs", "epochs at constant learning rate", int),
+    Option("epochs_decay", "train.epochs_decay", "then linear lr decay over this many epochs", int),
+    Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
+    Option("size", "data.size", "random crop size", int),
+    Option("batch_size", "train.batch_size", "images per step", int),
+    Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
+    Option("seed", "train.seed", "random seed", int),
+    Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
+    Option("tensorboard", "train.tensorboard", "also log to RUN_DIR/tb (needs the tensorboard extra)", flag_value=True),
+)

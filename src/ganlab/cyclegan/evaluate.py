@@ -20,7 +20,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ganlab.core import metrics as M
+from ganlab.core.cost import count_params, gflops
+from ganlab.core.device import select_device
+from ganlab.core.errors import DataError
+from ganlab.core.images import read_rgb
+from ganlab.core.rundir import read_metrics
 from ganlab.cyclegan.data import load_test_images
+from ganlab.cyclegan.translate import load_run_models
 
 
 def _to01(t: torch.Tensor) -> np.ndarray:
@@ -97,8 +103,6 @@ def evaluate_models(
 
 
 def _read(path: Path):
-    from ganlab.core.images import read_rgb
-
     return read_rgb(path)
 
 
@@ -113,22 +117,15 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint on ``data`` (default: the run's own data root); write RUN_DIR/eval.json
     (``use_ema=False``: the raw generators of an EMA run, written to RUN_DIR/eval_raw.json)."""
-    from ganlab.core.rundir import read_metrics, select_device
-    from ganlab.cyclegan.translate import load_run_models
-
     run_dir = Path(run_dir)
     dev = select_device(device)
     models, cfg, meta = load_run_models(run_dir, checkpoint, dev, use_ema=use_ema)
     root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
     if root is None or not (root / "testA").is_dir():
-        from ganlab.core.errors import UserError
-
-        raise UserError(
+        raise DataError(
             f"no test images: {root or 'the run has no data root'} has no testA/ (pass --data DIR)"
         )
     res = evaluate_models(models, root, dev, limit=limit, baselines=True, progress=progress)
-    from ganlab.core.cost import count_params, gflops
-
     epochs = read_metrics(run_dir, "epoch")
     secs = [r["seconds"] for r in epochs]
     res.update(
@@ -150,3 +147,40 @@ def evaluate_run(
     tmp.write_text(json.dumps(res, indent=2, default=str))
     tmp.replace(run_dir / ("eval.json" if use_ema else "eval_raw.json"))
     return res
+
+
+# PSNR/SSIM pairs of `ganlab eval`'s table: (what is compared, PSNR key, SSIM key).
+EVAL_PAIRS = [
+    ("cycle A->B->A", "cycle_psnr", "cycle_ssim"),
+    ("cycle B->A->B", "cycle_psnr_b", "cycle_ssim_b"),
+    ("A->B vs ground truth", "gt_psnr", "gt_ssim"),
+    ("baseline: identity", "identity_psnr", "identity_ssim"),
+    ("baseline: affine colour (oracle)", "affine_psnr", "affine_ssim"),
+]
+# Single numbers printed under the pairs, one a line.
+EVAL_SINGLES = [
+    "gt_alignment",
+    "checkerboard_flat",
+    "checkerboard_images",
+    "tint_delta_a",
+    "tint_delta_b",
+    "tint_delta_e2000",
+]
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """`ganlab eval`'s text table of an ``evaluate_models``/``evaluate_run`` result: the PSNR/SSIM pairs
+    beside their baselines, then the artifact and tint numbers. Labels and number formats come from
+    core.metric_table; rows whose metric is absent (no testB, no ground truth) are left out."""
+    from ganlab.core import metric_table as MT
+
+    lines = [f"{'':34s} {'PSNR dB':>8s} {'SSIM':>7s}"]
+    for name, p, s in EVAL_PAIRS:
+        if p in res:
+            lines.append(f"{name:34s} {MT.format(p, res[p]):>8s} {MT.format(s, res.get(s)):>7s}")
+    for k in EVAL_SINGLES:
+        if k in res:
+            m = MT.METRICS[k]
+            name = f"{m.label} ({m.note})" if m.note else m.label
+            lines.append(f"{name:34s} {MT.format(k, res[k]):>8s}")
+    return "\n".join(lines)

@@ -10,11 +10,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ganlab.core.checkpoint import CheckpointError, load_checkpoint, load_module_state
+from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import from_dict
 from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
-from ganlab.core.rundir import RunDir
+from ganlab.core.rundir import load_run_checkpoint
+from ganlab.core.tiling import tiled_apply
 from ganlab.cyclegan.config import CycleGANConfig
+from ganlab.cyclegan.step import build_models
 
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
 
@@ -27,11 +29,7 @@ def load_run_models(
 ) -> tuple[nn.ModuleDict, CycleGANConfig, dict[str, Any]]:
     """Rebuild the four networks from a checkpoint's own config and load their weights (the generators'
     moving averages when the run kept them and ``use_ema``)."""
-    from ganlab.cyclegan.trainer import build_models
-
-    ckpt = load_checkpoint(RunDir(Path(run_dir)).resolve_checkpoint(checkpoint))
-    if ckpt.meta.get("task") != "cyclegan":
-        raise CheckpointError(f"{ckpt.path} is a {ckpt.meta.get('task')!r} checkpoint, not a CycleGAN one")
+    ckpt = load_run_checkpoint(run_dir, checkpoint, "cyclegan")
     cfg = from_dict(CycleGANConfig, ckpt.meta["config"])
     models = build_models(cfg)
     for name in models:
@@ -64,8 +62,6 @@ def translate_tensor(
     """(1, 3, H, W) in [-1, 1] -> (1, 3, H, W). With ``tile``, overlapping tiles bound the memory
     (InstanceNorm statistics are then per tile, so prefer whole images when they fit)."""
     if tile:
-        from ganlab.core.tiling import tiled_apply
-
         return tiled_apply(g, x, tile=tile, pad=tile_pad, scale=1)
     return g(x)
 

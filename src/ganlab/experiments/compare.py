@@ -20,35 +20,17 @@ from typing import Any
 
 import torch
 
+from ganlab.core import metric_table as MT
 from ganlab.core import report as R
 
-# (key, header) in table order. The architecture appears both as one readable column and split into
-# its fields, so CSV/JSON stay easy to filter while the markdown/HTML tables stay narrow.
-COLUMNS: list[tuple[str, str]] = [
-    ("run", "run"),
-    ("preset", "preset"),
-    ("architecture", "architecture"),
-    ("n_down", "n_down"),
-    ("n_residual", "n_residual"),
-    ("hidden", "hidden"),
-    ("upsample", "upsample"),
-    ("generator_params", "G params"),
-    ("gflops_256", "GFLOPs/256px"),
-    ("seconds_per_epoch", "s/epoch (median)"),
-    ("epochs", "epochs"),
-    ("peak_mem_mb", "peak MB"),
-    ("cycle_psnr", "cycle PSNR"),
-    ("cycle_ssim", "cycle SSIM"),
-    ("gt_psnr", "GT PSNR"),
-    ("gt_ssim", "GT SSIM"),
-    ("checkerboard_flat", "checker (flat)"),
-    ("checkerboard_images", "checker (images)"),
-    ("tint_delta_a", "delta a*"),
-    ("tint_delta_b", "delta b*"),
-    ("tint_delta_e2000", "delta E2000"),
-]
+# Columns in table order. Labels and sort direction ("better first") of the metric columns come from
+# core.metric_table; the descriptive columns (the run's name and layout) are headed by their key and sort
+# ascending. Cells keep core.report's short number form, the same in table.md, the HTML page and the
+# printed table. The architecture appears both as one readable column and split into its fields, so
+# CSV/JSON stay easy to filter while the markdown/HTML tables stay narrow.
 ARCH_FIELDS = ("n_down", "n_residual", "hidden", "upsample")
-SUMMARY_COLUMNS = [k for k, _ in COLUMNS if k not in ARCH_FIELDS]
+DESCRIPTIVE = ("run", "preset", "architecture", *ARCH_FIELDS)
+COST_KEYS = ["generator_params", "gflops_256", "seconds_per_epoch", "epochs", "peak_mem_mb"]
 # Columns filled from evaluate_run's result (eval.json).
 EVAL_KEYS = [
     "cycle_psnr",
@@ -61,22 +43,10 @@ EVAL_KEYS = [
     "tint_delta_b",
     "tint_delta_e2000",
 ]
-HEADERS = dict(COLUMNS)
-
-# Sort direction when none is given: "better first". Tint shifts are signed, so they sort by size.
-LOWER_IS_BETTER = {
-    "generator_params",
-    "gflops_256",
-    "seconds_per_epoch",
-    "peak_mem_mb",
-    "checkerboard_flat",
-    "checkerboard_images",
-    "tint_delta_a",
-    "tint_delta_b",
-    "tint_delta_e2000",
-}
-ABSOLUTE = {"tint_delta_a", "tint_delta_b"}
-SORTABLE = [k for k, _ in COLUMNS if k not in ("architecture",)]
+COLUMNS: list[str] = [*DESCRIPTIVE, *COST_KEYS, *EVAL_KEYS]
+SUMMARY_COLUMNS = [k for k in COLUMNS if k not in ARCH_FIELDS]
+HEADERS = MT.headers(COLUMNS)
+SORTABLE = [k for k in COLUMNS if k not in ("architecture",)]
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
 LOSS_KEYS = ["G_gan_A2B", "G_gan_B2A", "cycle_A", "cycle_B", "idt_A", "idt_B", "G_total", "D_A", "D_B"]
 CURVE_METRICS = ["eval_cycle_psnr", "eval_cycle_ssim", "eval_gt_psnr", "eval_gt_ssim"]
@@ -111,7 +81,7 @@ def parse_sort(spec: str) -> tuple[str, bool]:
         raise _user_error(f"--sort: unknown metric {key!r}; choose from {', '.join(SORTABLE)}")
     if order not in ("", "asc", "desc"):
         raise _user_error(f"--sort: order must be asc or desc, got {order!r}")
-    descending = (key not in LOWER_IS_BETTER) if not order else order == "desc"
+    descending = MT.descending_by_default(key) if not order else order == "desc"
     return key, descending
 
 
@@ -123,7 +93,7 @@ def sort_rows(rows: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
         v = r.get(key)
         if isinstance(v, float) and not math.isfinite(v):
             return None
-        return abs(v) if key in ABSOLUTE and v is not None else v
+        return MT.rank_value(key, v)
 
     have = [r for r in rows if value(r) is not None]
     missing = [r for r in rows if value(r) is None]
@@ -215,7 +185,8 @@ def compare_runs(
     from ganlab.core.config import to_dict
     from ganlab.core.cost import count_params, gflops
     from ganlab.core.images import ImageReadError, pil_to_tensor, read_rgb, tensor_to_pil
-    from ganlab.core.rundir import RunDir, select_device
+    from ganlab.core.device import select_device
+    from ganlab.core.rundir import RunDir
     from ganlab.cyclegan.evaluate import evaluate_run
     from ganlab.cyclegan.translate import load_run_models, translate_tensor
 
@@ -382,7 +353,7 @@ def write_outputs(
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     """All table columns plus the run path; floats at full precision (for further analysis)."""
-    cols = [k for k, _ in COLUMNS] + ["checkpoint_epoch", "path"]
+    cols = [*COLUMNS, "checkpoint_epoch", "path"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()

@@ -22,22 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ganlab.core.config import ConfigError, load_yaml, merge
-from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
+from ganlab.core.rundir import RunDir, run_meta
+from ganlab.cyclegan.config import OPTIONS, CycleGANConfig, build_cyclegan_config
 
-# Shorthands accepted in base: and grid:, mapped to their config keys (the `ganlab train` flag names).
-SHORTHANDS = {
-    "data": "data.root",
-    "data_a": "data.a",
-    "data_b": "data.b",
-    "size": "data.size",
-    "batch_size": "train.batch_size",
-    "epochs": "train.epochs",
-    "epochs_decay": "train.epochs_decay",
-    "minutes": "train.minutes",
-    "device": "train.device",
-    "seed": "train.seed",
-    "precision": "train.precision",
-}
+# Shorthands accepted in base: and grid:, mapped to their config keys: the `ganlab train` flag names.
+SHORTHANDS = {o.name: o.key for o in OPTIONS}
 SECTIONS = ("model", "disc", "data", "train")
 DEFAULT_SORT = "cycle_psnr"
 COMPARE_IMAGES = 4
@@ -208,33 +197,15 @@ def validate(sweep: Sweep) -> None:
 def run_state(run_dir: Path, cfg: CycleGANConfig) -> tuple[str, dict[str, Any] | None]:
     """("new" | "unfinished" | "finished", latest checkpoint meta). Finished: every epoch done, or the
     run's minute budget spent (the trainer persists training time across resumes)."""
-    from ganlab.core.rundir import RunDir
-
-    if not (run_dir / "checkpoints" / "latest.json").is_file():
+    if not RunDir(run_dir).has_checkpoint():
         return "new", None
-    meta = checkpoint_meta(RunDir(run_dir).resolve_checkpoint("latest"))
+    meta = run_meta(run_dir, "latest", "cyclegan")
     t = cfg.train
     if meta["epoch"] >= t.total_epochs:
         return "finished", meta
     if t.minutes is not None and float(meta.get("train_seconds", 0.0)) >= t.minutes * 60:
         return "finished", meta
     return "unfinished", meta
-
-
-def checkpoint_meta(path: Path) -> dict[str, Any]:
-    """A checkpoint's ganlab metadata without reading its tensors (a restart checks every run)."""
-    from safetensors import safe_open
-
-    from ganlab.core.checkpoint import CheckpointError
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get("ganlab")
-    except Exception as e:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
-    if raw is None:
-        raise CheckpointError(f"{path}: safetensors file without ganlab metadata")
-    return json.loads(raw)
 
 
 class Manifest:
@@ -287,7 +258,7 @@ def run_sweep(
     """Validate every run, then train (or resume, or skip) each in turn into ``out/<name>``, and end
     with a comparison of all runs in ``out/compare`` sorted by ``sort`` (default cycle_psnr, best first).
     A Ctrl-C stops the current run with a checkpoint and ends the sweep; rerun to continue."""
-    from ganlab.cyclegan.api import train
+    from ganlab.cyclegan.trainer import train
 
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
@@ -403,7 +374,7 @@ def compare_sweep(
     """Compare every run that has a checkpoint, on up to 4 test images of the (first) data root."""
     from ganlab.experiments.compare import compare_runs, default_images
 
-    dirs = [out / r.name for r in sweep.runs if (out / r.name / "checkpoints" / "latest.json").is_file()]
+    dirs = [out / r.name for r in sweep.runs if RunDir(out / r.name).has_checkpoint()]
     if not dirs:
         log("no run has a checkpoint; nothing to compare")
         return []

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ganlab.core.errors import ConfigError
 from ganlab.models.blocks import NormKind, conv_bias, make_norm, separable_filter
 
 
@@ -35,8 +36,6 @@ class PatchGANConfig:
     in_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.core.config import ConfigError
-
         if self.hidden < 1 or self.n_layers < 1:
             raise ConfigError("hidden and n_layers must be >= 1")
 

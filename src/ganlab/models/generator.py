@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganlab.core.errors import ConfigError
 from ganlab.models.blocks import NormKind, ResidualBlock, UpsampleKind, conv_bias, make_norm, make_upsample
 
 
@@ -34,8 +35,6 @@ class GeneratorConfig:
     out_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.core.config import ConfigError
-
         if self.hidden < 1 or self.n_down < 0 or self.n_residual < 0:
             raise ConfigError("hidden must be >= 1, n_down and n_residual >= 0")
         if not 0.0 <= self.dropout < 1.0:

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganlab.core.errors import ConfigError
 from ganlab.models.blocks import PixelShuffleUp, conv_bias, make_norm
-from ganlab.models.registry import UnknownPresetError
 
 SRNorm = Literal["batch", "none"]
 SCALES = (2, 3, 4, 8)
@@ -42,8 +42,6 @@ class SRResNetConfig:
     in_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.core.config import ConfigError
-
         if self.scale not in SCALES:
             raise ConfigError(f"scale: must be one of {', '.join(map(str, SCALES))}, got {self.scale}")
         if self.hidden < 1 or self.n_residual < 0:
@@ -60,8 +58,6 @@ class SRDiscriminatorConfig:
     in_channels: int = 3
 
     def validate(self) -> None:
-        from ganlab.core.config import ConfigError
-
         if self.hidden < 1 or self.dense < 1 or self.pool < 1:
             raise ConfigError("hidden, dense and pool must be >= 1")
 
@@ -177,32 +173,3 @@ class SRDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x - 0.5)))
-
-
-# --------------------------------------------------------------------------------------- presets
-
-_SR_PRESETS: dict[str, Callable[[], SRResNetConfig]] = {
-    # The paper's SRResNet: 16 blocks, 64 wide, BatchNorm (1.55M parameters at x4).
-    "srresnet": lambda: SRResNetConfig(hidden=64, n_residual=16, norm="batch", icnr=True),
-    # CPU-sized, tuned for a 15-minute 2-core budget (see the README's SR section for the measurements).
-    # No BatchNorm (EDSR, Lim et al. 2017: it costs time and quality in SR) and the bicubic skip, which
-    # starts training at the bicubic baseline.
-    "srresnet-small": lambda: SRResNetConfig(hidden=32, n_residual=6, norm="none", icnr=True, skip="bicubic"),
-}
-
-
-def sr_preset_names() -> list[str]:
-    return sorted(_SR_PRESETS)
-
-
-def sr_preset_config(name: str, **overrides) -> SRResNetConfig:
-    """The SRResNet config of preset ``name`` with field overrides; unknown names list the known ones."""
-    if name not in _SR_PRESETS:
-        raise UnknownPresetError(
-            f"unknown SR preset {name!r}; known SR presets: {', '.join(sr_preset_names())}"
-        )
-    return dataclasses.replace(_SR_PRESETS[name](), **overrides)
-
-
-def count_parameters(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ganlab.core.config import ConfigError, from_dict, load_yaml, merge, to_dict
-from ganlab.models.sr import SRDiscriminatorConfig, SRResNetConfig, sr_preset_config
+from ganlab.core.config import ConfigError, Option, from_dict, load_yaml, merge, to_dict
+from ganlab.models.registry import preset_config
+from ganlab.models.sr import SRDiscriminatorConfig, SRResNetConfig
 
 
 @dataclass
@@ -59,9 +60,11 @@ class SRTrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    threads: int | None = None  # CPU threads for PyTorch (None: its default, one per core)
     log_every: int = 10  # steps between metrics.jsonl step records
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     keep_every: int = 0  # also keep every N-th epoch's checkpoint
+    tensorboard: bool = False  # also log epoch scalars to RUN_DIR/tb (needs the tensorboard extra)
 
     def validate(self) -> None:
         if self.epochs is None and self.minutes is None:
@@ -74,6 +77,8 @@ class SRTrainConfig:
             raise ConfigError("steps_per_epoch, batch_size and log_every must be >= 1")
         if self.lr <= 0:
             raise ConfigError("lr: must be > 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads: must be >= 1")
         for name in ("pixel_weight", "adv_weight", "perceptual_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0")
@@ -123,9 +128,27 @@ def build_sr_config(
     if base is not None:
         return from_dict(SRConfig, merge(base, user))
     name = preset or user.get("preset") or SRConfig.preset
-    merged: dict[str, Any] = {"preset": name, "model": to_dict(sr_preset_config(name))}
+    merged: dict[str, Any] = {"preset": name, "model": to_dict(preset_config(name, "sr"))}
     if user.get("train", {}).get("stage", "pixel") == "pixel":
         # The recipes are for the pixel stage; GAN fine-tuning keeps the paper's defaults (Adam 1e-4).
         merged = merge(merged, PRESET_RECIPES.get(name, {}))
     merged = merge(merged, {k: v for k, v in user.items() if k != "preset"})
     return from_dict(SRConfig, merged)
+
+
+# The flags of `ganlab sr train`, each setting one config key.
+OPTIONS: tuple[Option, ...] = (
+    Option("data", "data.root", "folder of HR images (default: built-in offline photos, train split)"),
+    Option("data_lr", "data.lr_root", "folder of paired LR images, matched by file name"),
+    Option("size", "data.size", "HR crop side, a multiple of the scale", int),
+    Option("scale", "model.scale", "upscaling factor", int, (2, 3, 4, 8)),
+    Option("stage", "train.stage", "pixel: SRResNet; gan: SRGAN fine-tuning", str, ("pixel", "gan")),
+    Option("epochs", "train.epochs", "epochs of train.steps_per_epoch steps", int),
+    Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
+    Option("vgg_weights", "train.vgg_weights", "local torchvision-layout vgg19 weights: perceptual loss"),
+    Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
+    Option("seed", "train.seed", "random seed", int),
+    Option("batch_size", "train.batch_size", "images per step", int),
+    Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
+    Option("tensorboard", "train.tensorboard", "also log to RUN_DIR/tb (needs the tensorboard extra)", flag_value=True),
+)

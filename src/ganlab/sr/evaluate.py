@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganlab.core.checkpoint import Checkpoint, load_checkpoint, load_module_state
+from ganlab.core.checkpoint import Checkpoint, load_module_state
 from ganlab.core.metrics import psnr_y, ssim_y
-from ganlab.core.rundir import RunDir, select_device
+from ganlab.core.device import select_device
+from ganlab.core.rundir import load_run_checkpoint
 from ganlab.models.sr import SRResNet
 from ganlab.sr.config import SRConfig, build_sr_config
 from ganlab.sr.data import (
@@ -40,11 +41,7 @@ def load_sr_generator(
     run_dir: str | Path, checkpoint: str | int = "latest", device: torch.device | None = None
 ) -> tuple[SRResNet, SRConfig, Checkpoint]:
     """The generator of an SR run in eval mode, with the run's config and the checkpoint read."""
-    from ganlab.core.config import ConfigError
-
-    ckpt = load_checkpoint(RunDir(Path(run_dir)).resolve_checkpoint(checkpoint))
-    if ckpt.meta.get("task") != "sr":
-        raise ConfigError(f"{run_dir} is not an SR run (task {ckpt.meta.get('task')!r})")
+    ckpt = load_run_checkpoint(run_dir, checkpoint, "sr")
     cfg = build_sr_config(base=ckpt.meta["config"])
     model = SRResNet(cfg.model)
     load_module_state(ckpt, "generator", model)
@@ -137,16 +134,18 @@ def evaluate_run(
 
 
 def format_table(res: dict[str, Any]) -> str:
-    """Per-image and mean rows: PSNR-Y / SSIM-Y of the model vs bicubic."""
+    """Per-image and mean rows: PSNR-Y / SSIM-Y of the model vs bicubic (formats from core.metric_table)."""
+    from ganlab.core.metric_table import format as fmt
+
+    def cells(e: dict[str, Any]) -> str:
+        return (
+            f"{fmt('psnr_y', e['psnr_y']):>8} {fmt('bicubic_psnr_y', e['bicubic_psnr_y']):>8} "
+            f"{fmt('ssim_y', e['ssim_y']):>7} {fmt('bicubic_ssim_y', e['bicubic_ssim_y']):>7}"
+        )
+
     lines = [f"{'image':<28} {'size':>9} {'PSNR-Y':>8} {'bicubic':>8} {'SSIM-Y':>7} {'bicubic':>7}"]
     for e in res["per_image"]:
         size = f"{e['size'][0]}x{e['size'][1]}"
-        lines.append(
-            f"{e['name'][:28]:<28} {size:>9} {e['psnr_y']:8.2f} {e['bicubic_psnr_y']:8.2f} "
-            f"{e['ssim_y']:7.4f} {e['bicubic_ssim_y']:7.4f}"
-        )
-    lines.append(
-        f"{'mean':<28} {'':>9} {res['psnr_y']:8.2f} {res['bicubic_psnr_y']:8.2f} "
-        f"{res['ssim_y']:7.4f} {res['bicubic_ssim_y']:7.4f}   (gain {res['gain_db']:+.2f} dB)"
-    )
+        lines.append(f"{e['name'][:28]:<28} {size:>9} {cells(e)}")
+    lines.append(f"{'mean':<28} {'':>9} {cells(res)}   (gain {fmt('gain_db', res['gain_db'])} dB)")
     return "\n".join(lines)

@@ -18,10 +18,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ganlab.core.device import select_device
 from ganlab.core.errors import GanlabError
 from ganlab.core.images import list_images, open_image, save_image, to_rgb
 from ganlab.core.tiling import tiled_apply
 from ganlab.sr.data import bicubic_resize
+from ganlab.sr.evaluate import load_sr_generator
 
 
 class UpscaleError(GanlabError, ValueError):
@@ -138,9 +140,6 @@ def upscale_files(
 
     ``pad`` None: the generator's receptive-field radius, which makes tiling exact.
     """
-    from ganlab.core.rundir import select_device
-    from ganlab.sr.evaluate import load_sr_generator
-
     dev = select_device(device)
     model, cfg, _ = load_sr_generator(run_dir, checkpoint, dev)
     pad = model.receptive_radius if pad is None else pad

@@ -9,15 +9,27 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ganlab.core import metric_table as MT
 from ganlab.core import report as R
 from ganlab.core.images import list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
 from ganlab.core.rundir import read_metrics
 from ganlab.cyclegan.schedule import phase_boundaries
-from ganlab.cyclegan.trainer import LOSS_KEYS
+from ganlab.cyclegan.step import LOSS_KEYS
 from ganlab.cyclegan.translate import load_run_models
 
 # The documented model's quality (cycle A->B->A after ~20 GPU hours), shown as the goal.
 DOCUMENTED = {"cycle_psnr": 25.85, "cycle_ssim": 0.90}
+# Metric columns of the report's two tables; labels and formats come from core.metric_table.
+NUMBER_KEYS = ["gt_psnr", "gt_ssim", "cycle_psnr", "cycle_ssim"]
+EXTRA_KEYS = [
+    "gt_alignment",
+    "checkerboard_flat",
+    "checkerboard_images",
+    "tint_delta_a",
+    "tint_delta_b",
+    "gt_tint_delta_b",
+    "tint_delta_e2000",
+]
 
 
 @torch.no_grad()
@@ -129,13 +141,7 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
                 title=key,
             )
             metric_figs.append(R.img_tag(R.figure_data_uri(fig, close=True), key))
-    cols = ["method", "gt_psnr", "gt_ssim", "cycle_psnr", "cycle_ssim"]
-    headers = {
-        "gt_psnr": "GT PSNR dB",
-        "gt_ssim": "GT SSIM",
-        "cycle_psnr": "cycle PSNR dB",
-        "cycle_ssim": "cycle SSIM",
-    }
+    cols = ["method", *NUMBER_KEYS]
     secs = sum(r["seconds"] for r in epochs)
     summary = (
         f"<p>{cfg.preset} layout (width {cfg.model.hidden}, {cfg.model.n_residual} residual, "
@@ -144,24 +150,13 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
         f"{cfg.data.size} px, {secs / 60:.1f} training minutes. Test images: {res.get('n_test_a')} "
         "held-out crops (photos never used in training).</p>"
     )
-    extra = {
-        k: res.get(k)
-        for k in (
-            "gt_alignment",
-            "checkerboard_flat",
-            "checkerboard_images",
-            "tint_delta_a",
-            "tint_delta_b",
-            "gt_tint_delta_b",
-            "tint_delta_e2000",
-        )
-    }
+    extra = {k: res.get(k) for k in EXTRA_KEYS}
     sections = [
         (
             "Summary",
             summary
             + f"<p><b>{verdict(res)}</b></p>"
-            + R.html_table(numbers_rows(res), cols, headers=headers),
+            + R.html_table(numbers_rows(res), cols, fmt=MT.formatters(cols), headers=MT.headers(cols)),
         ),
         (
             "Test images: original | translation | ground truth | reconstruction",
@@ -169,7 +164,10 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
         ),
         ("Metrics per epoch (dashed: loss-weight phase switches)", "\n".join(metric_figs)),
         ("Losses per epoch", R.img_tag(R.figure_data_uri(loss_fig, close=True), "losses")),
-        ("Artifacts and tint", R.html_table([extra], list(extra))),
+        (
+            "Artifacts and tint",
+            R.html_table([extra], EXTRA_KEYS, fmt=MT.formatters(EXTRA_KEYS), headers=MT.headers(EXTRA_KEYS)),
+        ),
     ]
     path = run_dir / "report.html"
     R.write_text_atomic(path, R.html_page("ganlab demo: photo -> cartoon", sections))

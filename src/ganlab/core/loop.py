@@ -1,0 +1,379 @@
+"""The training loop every task shares: epochs of steps under a wall-clock budget, a progress bar,
+graceful Ctrl-C, checkpoints at each epoch end and at a mid-epoch stop, metric records, exact resume.
+
+A task (CycleGAN, SR) supplies what differs as a :class:`TrainTask`: its modules and optimizers, its
+batches, its step, its per-epoch evaluation and log lines. The loop owns progress (epoch, step in the
+epoch, global step, training seconds, the running loss sums of an unfinished epoch) and persists it in
+every checkpoint, so a resumed run continues exactly where the saved one stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from ganlab.core.checkpoint import Checkpoint, restore
+from ganlab.core.config import diff, to_dict
+from ganlab.core.device import peak_memory_mb
+from ganlab.core.errors import ConfigError
+from ganlab.core.rundir import MetricsLog, RunDir, load_run_checkpoint, progress_meta
+
+
+class Budget:
+    """Wall-clock training budget in minutes (None: unlimited) for the whole run: ``already`` is the
+    training time spent by earlier invocations, so a resumed run continues the same budget."""
+
+    def __init__(self, minutes: float | None, already: float = 0.0) -> None:
+        self.minutes = minutes
+        self.already = already
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.already + time.monotonic() - self.start
+
+    def left(self) -> float:
+        return math.inf if self.minutes is None else self.minutes * 60 - self.elapsed()
+
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (it then saves a checkpoint);
+    a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> StopFlag:
+        if os.name == "posix" and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+@dataclass
+class LoopSettings:
+    """The task-independent part of a recipe."""
+
+    epochs: int | None  # total epochs (None: until the budget is spent)
+    minutes: float | None  # wall-clock budget across resumes
+    log_every: int  # steps between step records
+    keep_checkpoints: int  # newest checkpoints kept (0: all)
+    keep_every: int  # also keep every N-th epoch's checkpoint
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epoch: int  # completed epochs
+    global_step: int
+    stopped: str  # "done", "budget", "interrupted"
+    checkpoint: Path | None
+    minutes: float  # training minutes of the whole run, earlier invocations included
+
+
+class TrainTask:
+    """What a task supplies to :class:`TrainLoop`. Subclasses set ``name`` and ``cfg``."""
+
+    name: str
+    cfg: Any
+    device: torch.device
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module saved in a checkpoint, by name."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Further state saved in a checkpoint (e.g. image pools)."""
+        return {}
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Load modules, optimizers (and extras) from a checkpoint; the RNG state comes last."""
+        restore(ckpt, self.modules(), self.optimizers())
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The line logged when training starts."""
+        return f"training {self.name}"
+
+    def begin_epoch(
+        self, epoch: int, total: int | None, metrics: MetricsLog, log: Callable[[str], None]
+    ) -> None:
+        """Set the schedule for ``epoch`` (lr, loss weights); may write records."""
+
+    def batches(self, epoch: int, start: int) -> Iterable[Any]:
+        """The batches of ``epoch`` from step ``start`` on (a pure function of seed and epoch)."""
+        raise NotImplementedError
+
+    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, float]:
+        """One update; ``progress`` in [0, 1] is how much of the run is done. Returns every loss term."""
+        raise NotImplementedError
+
+    def record_fields(self) -> dict[str, Any]:
+        """Schedule values in force (lr, loss weights), added to step and epoch records."""
+        return {}
+
+    def postfix(self, losses: dict[str, float]) -> dict[str, float]:
+        """The few losses the progress bar shows."""
+        return {}
+
+    def evaluate(self) -> dict[str, float]:
+        """Cheap per-epoch evaluation, merged into the epoch record."""
+        return {}
+
+    def end_epoch(self, epoch: int, record: dict[str, Any], run: RunDir) -> dict[str, Image.Image]:
+        """Per-epoch outputs (sample grids); returns images for TensorBoard."""
+        return {}
+
+    def summary(self, record: dict[str, Any]) -> str:
+        """The line logged after each epoch."""
+        return f"epoch {record['epoch']} {record['seconds']:.1f}s"
+
+
+class TrainLoop:
+    """Runs a task's epochs into a run directory; see the module docstring."""
+
+    def __init__(
+        self,
+        task: TrainTask,
+        settings: LoopSettings,
+        out: str | Path,
+        resume: Checkpoint | None = None,
+        config_changes: dict[str, list[Any]] | None = None,
+        log: Callable[[str], None] = print,
+        progress: bool = True,
+    ) -> None:
+        self.task, self.settings, self.log, self.progress = task, settings, log, progress
+        self.run = RunDir(Path(out))
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.train_seconds = 0.0  # training time of earlier invocations (the budget spans them)
+        self.sums: dict[str, float] = {}  # loss sums of the epoch in progress (kept across resume)
+        self.epoch_seconds = 0.0  # time spent in the epoch in progress by earlier invocations
+        self.run.create()
+        if resume is None and self.run.metrics_path.exists():
+            # Left by an earlier attempt that never saved a checkpoint: its records describe no weights.
+            self.run.metrics_path.unlink()
+        self.metrics = MetricsLog(self.run.metrics_path)
+        if resume is not None:
+            task.restore(resume)
+            m = resume.meta
+            self.epoch, self.step_in_epoch, self.global_step = (
+                m["epoch"],
+                m["step_in_epoch"],
+                m["global_step"],
+            )
+            self.train_seconds = float(m.get("train_seconds", 0.0))
+            if self.step_in_epoch:
+                self.sums = dict(m.get("epoch_sums", {}))
+                self.epoch_seconds = float(m.get("epoch_seconds", 0.0))
+            if config_changes:
+                # The new recipe takes effect from the next step; logged so curves can be read correctly.
+                self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, log)
+        self.run.write_config(task.cfg)
+        self.tb = None
+        if settings.tensorboard:
+            from ganlab.core.tensorboard import TensorBoardLogger
+
+            self.tb = TensorBoardLogger(self.run.root)
+
+    def save(self, epoch: int, step_in_epoch: int, epoch_seconds: float = 0.0) -> Path:
+        """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next."""
+        meta = progress_meta(
+            self.task.name, self.task.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
+        )
+        if step_in_epoch:
+            meta.update(epoch_sums=self.sums, epoch_seconds=epoch_seconds)
+        s = self.settings
+        return self.run.save(
+            epoch,
+            step_in_epoch,
+            self.task.modules(),
+            meta,
+            self.task.optimizers(),
+            self.task.extra_tensors(),
+            s.keep_checkpoints,
+            s.keep_every,
+        )
+
+    def run_progress(self) -> float:
+        """Share of the run done: the larger of the step share and the budget share."""
+        s, p = self.settings, 0.0
+        if s.epochs is not None:
+            p = self.global_step / max(1, s.epochs * self.task.steps_per_epoch())
+        if s.minutes is not None:
+            p = max(p, self.budget.elapsed() / (s.minutes * 60))
+        return min(p, 1.0)
+
+    def fit(self) -> TrainResult:
+        s = self.settings
+        self.budget = Budget(s.minutes, self.train_seconds)
+        total = s.epochs if s.epochs is not None else math.inf
+        if self.budget.expired() and self.epoch < total:
+            self.log(
+                f"the run's {s.minutes}-minute budget is already spent; pass a larger --minutes to go on"
+            )
+            return self._result("budget", None)
+        self.log(
+            self.task.describe()
+            + f" | epochs {self.epoch + 1}..{s.epochs or 'budget'} | out: {self.run.root}"
+        )
+        stopped, last = "done", None
+        with StopFlag() as stop:
+            while self.epoch < total:
+                finished, last = self._epoch(self.epoch + 1, stop)
+                if not finished or stop.requested or self.budget.expired():
+                    stopped = "interrupted" if stop.requested else "budget"
+                    if finished and self.epoch < total:
+                        self.log(f"stopped ({stopped}) after epoch {self.epoch}; checkpoint {last}")
+                    break
+        if self.tb is not None:
+            self.tb.close()
+        if self.epoch >= total:
+            stopped = "done"
+        return self._result(stopped, last)
+
+    def _result(self, stopped: str, ckpt: Path | None) -> TrainResult:
+        return TrainResult(
+            self.run.root, self.epoch, self.global_step, stopped, ckpt, self.budget.elapsed() / 60
+        )
+
+    def _epoch(self, epoch: int, stop: StopFlag) -> tuple[bool, Path]:
+        """Train one epoch (or its rest); returns (finished, checkpoint written)."""
+        task, s = self.task, self.settings
+        task.begin_epoch(epoch, s.epochs, self.metrics, self.log)
+        steps = task.steps_per_epoch()
+        t0 = time.monotonic() - self.epoch_seconds
+        bar = tqdm(
+            total=steps,
+            initial=self.step_in_epoch,
+            desc=f"epoch {epoch}" + (f"/{s.epochs}" if s.epochs else ""),
+            unit="step",
+            disable=not self.progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for batch in task.batches(epoch, self.step_in_epoch):
+            if self.step_in_epoch >= steps:
+                break
+            losses = task.step(batch, self.run_progress(), self.global_step)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            for k, v in losses.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            if self.global_step % s.log_every == 0:
+                rec = {
+                    "type": "step",
+                    "epoch": epoch,
+                    "step": self.global_step,
+                    **losses,
+                    **task.record_fields(),
+                }
+                self.metrics.write(rec)
+            postfix = {k: f"{v:.4g}" for k, v in task.postfix(losses).items()}
+            if s.minutes is not None:
+                postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
+            bar.set_postfix(postfix)
+            bar.update(1)
+            if stop.requested or self.budget.expired():
+                break
+        bar.close()
+        seconds = time.monotonic() - t0
+        if self.step_in_epoch < steps:  # stopped inside the epoch
+            path = self.save(self.epoch, self.step_in_epoch, seconds)
+            why = "interrupted" if stop.requested else "budget"
+            self.log(f"stopped ({why}) at epoch {epoch} step {self.step_in_epoch}/{steps}; checkpoint {path}")
+            return False, path
+        return True, self._end_epoch(epoch, steps, seconds)
+
+    def _end_epoch(self, epoch: int, steps: int, seconds: float) -> Path:
+        task = self.task
+        means = {k: v / max(1, self.step_in_epoch) for k, v in self.sums.items()}
+        self.epoch, self.step_in_epoch, self.sums, self.epoch_seconds = epoch, 0, {}, 0.0
+        record = {
+            "type": "epoch",
+            "epoch": epoch,
+            "step": self.global_step,
+            "seconds": seconds,
+            "steps": steps,
+            **means,
+            **task.record_fields(),
+            "peak_mem_mb": peak_memory_mb(task.device),
+        }
+        record.update(task.evaluate())
+        self.metrics.write(record)
+        images = task.end_epoch(epoch, record, self.run)
+        if self.tb is not None:
+            self.tb.log_epoch(record)
+            for tag, image in images.items():
+                self.tb.log_image(tag, image, epoch)
+        path = self.save(epoch, 0)
+        self.log(task.summary(record))
+        return path
+
+
+def resolve_run(
+    task: str,
+    build: Callable[..., Any],
+    frozen: Callable[[str], str | None],
+    preset: str | None,
+    files: list[str | Path] | None,
+    overrides: dict[str, Any] | None,
+    out: str | Path | None,
+    resume: str | Path | None,
+    default_out: Callable[[Any], Path],
+) -> tuple[Any, Path, Checkpoint | None, dict[str, list[Any]]]:
+    """(config, run directory, checkpoint to resume or None, config changes at resume) for a new run or a
+    resumed one. ``build(preset=, files=, overrides=, base=)`` is the task's config builder; a key for
+    which ``frozen`` names what it is (e.g. "the architecture") cannot change at resume."""
+    if resume is None:
+        cfg = build(preset=preset, files=files, overrides=overrides)
+        out = Path(out) if out else default_out(cfg)
+        if RunDir(out).has_checkpoint():
+            raise ConfigError(
+                f"{out} already holds a run; use --resume {out} to continue it or pick another --out"
+            )
+        return cfg, out, None, {}
+    ckpt = load_run_checkpoint(resume, "latest", task)
+    old = ckpt.meta["config"]
+    if preset is not None and preset != old.get("preset"):
+        raise ConfigError(
+            f"--preset {preset} differs from the run's preset {old.get('preset')}; "
+            "the architecture cannot change at resume"
+        )
+    cfg = build(files=files, overrides=overrides, base=old)
+    changes = diff(old, to_dict(cfg))
+    for k, (a, b) in changes.items():
+        what = frozen(k)
+        if what:
+            raise ConfigError(f"cannot change {what} at resume ({k}: {a} -> {b}); start a new run instead")
+    return cfg, Path(out or resume), ckpt, changes
