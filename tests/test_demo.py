@@ -1,15 +1,76 @@
 from __future__ import annotations
 
 import json
+import time
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from ganlab.core.config import to_dict
+from ganlab.core.rundir import read_metrics
 from ganlab.cyclegan.demo import run as demo_mod
 from ganlab.cyclegan.demo.run import demo_config, plan_epochs, run_demo
 
-pytest.importorskip("skimage")
+
+def test_demo_recipe_comes_from_the_shipped_yaml() -> None:
+    recipe = files("ganlab") / "configs" / "demo" / "cyclegan.yaml"
+    assert yaml.safe_load(recipe.read_text()) == demo_mod.demo_recipe()
+    cfg = demo_config(Path("data/x"), 7.0)
+    assert cfg.preset == "model2"
+    m, d, t = cfg.model, cfg.disc, cfg.train
+    assert (m.hidden, m.global_skip, m.upsample, m.down_padding) == (32, True, "resize_conv", "reflect")
+    assert (m.n_down, m.n_residual) == (1, 2)  # the rest of the architecture is the preset's
+    assert (d.hidden, d.n_layers, d.antialias, d.norm) == (32, 2, True, "batch")
+    assert (cfg.data.size, cfg.data.load_size, cfg.data.root) == (64, 128, "data/x")
+    assert (t.batch_size, t.lr, t.ema_decay, t.augment, t.cycle_blur) == (4, 2e-4, 0.999, ["channels"], 1.5)
+    assert (t.max_steps_per_epoch, t.log_every, t.eval_images, t.minutes) == (40, 10, 16, 7.0)
+    assert (t.gan_loss, t.disc_lr_coef, t.beta1) == ("lsgan", 1.25, 0.5)  # the documented recipe
+
+
+def test_user_layers_win_over_the_demo_recipe() -> None:
+    cfg = demo_config(Path("d"), 3.0, {"model": {"upsample": "pixelshuffle"}, "train": {"augment": []}})
+    assert (cfg.model.upsample, cfg.train.augment) == ("pixelshuffle", [])
+    assert (cfg.model.hidden, cfg.train.cycle_blur) == (32, 1.5)
+    other = to_dict(demo_config(Path("d"), 3.0, {"preset": "model1"}))
+    assert other["preset"] == "model1" and other["model"]["hidden"] == 32
+
+
+def test_sr_demo_recipe_comes_from_the_shipped_yaml() -> None:
+    from ganlab.sr.demo import sr_demo_config
+
+    cfg = sr_demo_config(4.0)
+    assert (cfg.preset, cfg.model.scale, cfg.train.epochs, cfg.train.minutes) == (
+        "srresnet-small",
+        2,
+        None,
+        4.0,
+    )
+    assert sr_demo_config(4.0, {"model": {"scale": 4}}).model.scale == 4
+
+
+def test_given_epochs_skip_the_planner(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("the planner ran although train.epochs was given")
+
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", fail)
+    monkeypatch.setattr(demo_mod, "plan_epochs", fail)
+    overrides = {"train": {"epochs": 3, "epochs_decay": 2}}
+    cfg = demo_config(Path("d"), 5.0, overrides)
+    _, epochs, decay, left = demo_mod._plan_training(cfg, overrides, 5.0, time.monotonic(), lambda s: None)
+    assert (epochs, decay) == (3, 2) and 4.9 < left <= 5.0
+    cfg = demo_config(Path("d"), 5.0, {"train": {"epochs": 3}})
+    assert demo_mod._plan_training(cfg, {"train": {"epochs": 3}}, 5.0, time.monotonic(), print)[1:3] == (3, 0)
+
+
+def test_without_epochs_the_planner_fits_the_budget(monkeypatch) -> None:
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", lambda cfg, device, steps=3: 0.5)
+    overrides = {"train": {"precision": "fp32"}}  # no bf16 measurement
+    cfg = demo_config(Path("d"), 10.0, overrides)
+    _, epochs, decay, left = demo_mod._plan_training(cfg, overrides, 10.0, time.monotonic(), lambda s: None)
+    assert (epochs, decay) == plan_epochs(0.5, left, 40)
 
 
 def test_plan_epochs_fits_budget() -> None:
@@ -36,21 +97,34 @@ def test_demo_trains_in_bf16_only_where_it_is_faster(monkeypatch, bf16_seconds, 
     assert seconds == (bf16_seconds if expected == "bf16" else 0.5)
 
 
-def test_tiny_demo_writes_report_and_eval(tmp_path: Path) -> None:
+def test_tiny_demo_writes_report_and_eval(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("skimage")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the planner ran although train.epochs was given")
+
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", fail)
     out = tmp_path / "run"
     res = run_demo(
         data=tmp_path / "demo",
         out=out,
-        minutes=1.0,
+        minutes=1.0,  # a cap only: the given epochs end the run
         progress=False,
-        data_kwargs={"n_train_a": 24, "n_train_b": 24, "n_test": 4},
+        data_kwargs={"n_train_a": 2, "n_train_b": 2, "n_test": 2, "max_side": 256},
         overrides={
             "model": {"hidden": 8},
             "disc": {"hidden": 8, "n_layers": 2},
             "data": {"size": 32, "load_size": 36},
-            "train": {"max_steps_per_epoch": 1, "batch_size": 2, "eval_images": 2},
+            "train": {
+                "epochs": 1,
+                "epochs_decay": 1,
+                "max_steps_per_epoch": 1,
+                "batch_size": 2,
+                "eval_images": 2,
+            },
         },
     )
+    assert len(read_metrics(out, "epoch")) == 2  # exactly the given 1 + 1 epochs
     saved = json.loads((out / "eval.json").read_text())
     for key in (
         "gt_psnr",

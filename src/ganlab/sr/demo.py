@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,17 @@ import torch
 from PIL import Image
 
 from ganlab.core import report as R
-from ganlab.core.rundir import RunDir, read_metrics, select_device
+from ganlab.core.config import merge, to_dict
+from ganlab.core.device import select_device
+from ganlab.core.rundir import RunDir, read_metrics
+from ganlab.sr.config import SRConfig, build_sr_config
 from ganlab.sr.data import builtin_images, to_uint8
 from ganlab.sr.evaluate import load_sr_generator, score_images
 from ganlab.sr.trainer import train_sr
 
-DEMO_PRESET, DEMO_SCALE = "srresnet-small", 2
+# The recipe (preset, scale, run length), a config file like any other: defaults < preset < this file <
+# the user's --config files and --set overrides.
+DEMO_RECIPE_FILE = "sr.yaml"
 # The paper's x4 SRResNet on Set5 (Ledig et al. 2017, Table 2), for scale: a GPU-days model.
 PAPER_SET5_X4 = {"psnr": 32.05, "bicubic": 28.43}
 
@@ -39,7 +45,9 @@ def _detail_box(hr: torch.Tensor, side: int) -> tuple[int, int]:
     return corner
 
 
-def comparison_grid(per_image: list[dict[str, Any]], side: int = 96, zoom: int = 2) -> Image.Image:
+def comparison_grid(
+    per_image: list[dict[str, Any]], side: int = 96, zoom: int = 2, scale: int = 2
+) -> Image.Image:
     """Rows of bicubic | SR | HR crops (``side`` HR px, enlarged ``zoom`` x with nearest neighbour)."""
     rows, labels = [], []
     for e in per_image:
@@ -47,7 +55,7 @@ def comparison_grid(per_image: list[dict[str, Any]], side: int = 96, zoom: int =
         crops = [e[k][:, i : i + side, j : j + side] for k in ("bicubic", "sr", "hr")]
         rows.append([_pil(c).resize((c.shape[-1] * zoom, c.shape[-2] * zoom), Image.NEAREST) for c in crops])
         labels.append(f"{e['name'][:24]} ({e['psnr_y'] - e['bicubic_psnr_y']:+.2f} dB)")
-    cols = ["bicubic", f"SR (x{DEMO_SCALE})", "HR (ground truth)"]
+    cols = ["bicubic", f"SR (x{scale})", "HR (ground truth)"]
     return R.image_grid(rows, row_labels=labels, col_labels=cols, cell=side * zoom)
 
 
@@ -111,15 +119,15 @@ def write_sr_report(run_dir: Path, res: dict[str, Any], train_info: dict[str, An
         "bicubic SSIM-Y": four,
     }
     setup = (
-        f"<p>{html.escape(DEMO_PRESET)} x{DEMO_SCALE} trained for {train_info['minutes']:.1f} min "
+        f"<p>{html.escape(train_info['preset'])} x{train_info['scale']} trained for {train_info['minutes']:.1f} min "
         f"({train_info['steps']:,} steps, stopped: {html.escape(train_info['stopped'])}) on the training split "
         "of the built-in offline photos. Scored on the held-out test photos (never trained on): centre crops of "
         f"at most {res['max_side']} px, LR = antialiased bicubic downscale rounded to 8 bits, PSNR/SSIM on "
-        f"BT.601 luma with {DEMO_SCALE} border pixels cropped.</p>"
+        f"BT.601 luma with {train_info['scale']} border pixels cropped.</p>"
         f"<p class='note'>For scale: the paper's SRResNet (x4, 16 blocks, 10<sup>6</sup> GPU iterations) reaches "
         f"{PAPER_SET5_X4['psnr']} dB on Set5 against bicubic {PAPER_SET5_X4['bicubic']} dB (Ledig et al. 2017).</p>"
     )
-    grid = comparison_grid(res["per_image"][:5])
+    grid = comparison_grid(res["per_image"][:5], scale=train_info["scale"])
     page = R.html_page(
         "ganlab super-resolution demo",
         [
@@ -140,12 +148,24 @@ def write_sr_report(run_dir: Path, res: dict[str, Any], train_info: dict[str, An
     return path
 
 
+def sr_demo_config(train_minutes: float, overrides: dict[str, Any] | None = None) -> SRConfig:
+    """defaults < preset < the demo recipe < ``overrides`` (--config files, --set) < the training budget."""
+    budget = {"train": {"minutes": train_minutes}}
+    with as_file(files("ganlab") / "configs" / "demo" / DEMO_RECIPE_FILE) as recipe:
+        return build_sr_config(files=[recipe], overrides=merge(overrides or {}, budget))
+
+
 def run_sr_demo(
-    out: str | Path, minutes: float, log: Callable[[str], None] = print, progress: bool = True
+    out: str | Path,
+    minutes: float,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or finish, if ``out`` already holds an interrupted demo) and report; returns the numbers.
 
-    About 45 s of the budget is kept for photo decoding, the final evaluation and the report.
+    ``overrides`` layer over the demo recipe, as --config files and --set do. About 45 s of the budget is
+    kept for photo decoding, the final evaluation and the report.
     """
     out = Path(out)
     train_minutes = max(minutes * 0.5, minutes - 0.75)
@@ -153,8 +173,9 @@ def run_sr_demo(
         log(f"{out} holds an earlier SR demo: finishing it within its budget, then re-evaluating")
         result = train_sr(resume=out, log=log, progress=progress)
     else:
-        overrides = {"model": {"scale": DEMO_SCALE}, "train": {"minutes": train_minutes, "epochs": None}}
-        result = train_sr(preset=DEMO_PRESET, overrides=overrides, out=out, log=log, progress=progress)
+        layers = to_dict(sr_demo_config(train_minutes, overrides))
+        preset = layers.pop("preset")
+        result = train_sr(preset=preset, overrides=layers, out=out, log=log, progress=progress)
     dev = select_device("auto")
     model, cfg, ckpt = load_sr_generator(out, "latest", dev)
     images = builtin_images("test", cfg.data.split_seed, cfg.data.photo_max_side)
@@ -164,6 +185,8 @@ def run_sr_demo(
         "minutes": float(ckpt.meta.get("train_seconds", 0.0)) / 60,
         "steps": ckpt.meta.get("global_step", 0),
         "stopped": result.stopped,
+        "preset": cfg.preset,
+        "scale": cfg.model.scale,
     }
     report = write_sr_report(RunDir(out).root, res, info)
     numbers = {k: res[k] for k in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "gain_db")}
@@ -178,6 +201,4 @@ def run_sr_demo(
         "report": str(report),
         "run_dir": str(out),
         **info,
-        "scale": cfg.model.scale,
-        "preset": cfg.preset,
     }

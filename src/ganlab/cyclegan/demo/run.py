@@ -1,9 +1,9 @@
 """`ganlab demo`: the documented experiment on built-in data, sized for a CPU and a time budget.
 
-Builds the offline photo -> cartoon dataset if missing, measures the training step on this machine,
-sets the epoch count so the documented loss-weight phases (middle, last 4 epochs) fall inside the
-budget, trains the model2 layout, evaluates against the ground truth and baselines, and writes a
-self-contained report.
+Builds the offline photo -> cartoon dataset if missing, loads the CPU recipe (configs/demo/cyclegan.yaml),
+measures the training step on this machine and sets the epoch count so the documented loss-weight phases
+(middle, last 4 epochs) fall inside the budget (unless train.epochs is given), trains the model2 layout,
+evaluates against the ground truth and baselines, and writes a self-contained report.
 """
 
 from __future__ import annotations
@@ -12,61 +12,22 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ganlab.core.augment import make_augment
-from ganlab.core.config import merge, to_dict
-from ganlab.core.rundir import autocast, select_device
+from ganlab.core.config import load_yaml, merge, to_dict
+from ganlab.core.device import autocast, select_device
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
 from ganlab.cyclegan.pool import ImagePool
-from ganlab.cyclegan.trainer import build_models, build_optimizers, train_step
+from ganlab.cyclegan.step import build_models, build_optimizers, train_step
 
-# The CPU recipe (see the README's "demo" section for how it was chosen). Everything else is the
-# documented recipe: Adam (0.5, 0.999), D lr x1.25, LSGAN, phased [identity, gan, cycle] weights.
-DEMO_RECIPE: dict[str, Any] = {
-    "preset": "model2",
-    # Width 32 instead of 96 (about 9x fewer FLOPs); the global skip starts the generators at the identity,
-    # so the first minutes go to learning the style instead of learning to reproduce the input.
-    # Resize-convolution upsampling instead of PixelShuffle: in 5-minute runs the PixelShuffle generators
-    # covered flat areas in a 2-px dot grid (checkerboard index 0.12 on the test translations) that cost
-    # 0.7 dB of ground-truth PSNR; resize-conv stayed at 0.002 (README, "Finding the CPU recipe").
-    # Reflect padding in the stride-2 down conv: zero padding there marks the top and left edges only
-    # (a faint line along them in every translation).
-    "model": {"hidden": 32, "global_skip": True, "upsample": "resize_conv", "down_padding": "reflect"},
-    # A 34x34-patch discriminator: the style's cues (outlines, flat areas) are local, and it is cheaper.
-    # Anti-aliased (blur before each stride-2 conv): with a low-pass cycle and a plain D the generators
-    # fooled it with 2-px stripes (README, "Finding the CPU recipe").
-    # Batch norm, not the reference instance norm: instance norm rescales every feature map per 64 px crop,
-    # which removes what sets a cartoon crop apart as a whole (flat areas, stronger colour). An
-    # anti-aliased D trained alone on photos vs cartoons then pushed test photos in a direction unrelated
-    # to the true rendering (cosine -0.04 to 0.02); without a norm 0.06 to 0.16, with batch norm 0.09 to
-    # 0.15. In 10-minute runs batch norm moved the generators furthest toward the truth (README, "Finding
-    # the CPU recipe").
-    "disc": {"hidden": 32, "n_layers": 2, "antialias": True, "norm": "batch"},
-    # 64 px crops of the 128 px tiles at their native scale (no resize), so train and test see the style at
-    # the same scale.
-    "data": {"size": 64, "load_size": 128},
-    "train": {
-        "batch_size": 4,
-        "lr": 2e-4,
-        "ema_decay": 0.999,
-        # Random RGB order per discriminator input (real and fake alike): with 15 photos per domain a
-        # discriminator otherwise keys on those photos' palettes and the generators learn a colour cast
-        # (delta b* -2.95 -> -0.20, 18.43 -> 18.82 dB in 10-minute runs; README, "Finding the CPU recipe").
-        "augment": ["channels"],
-        # Low-pass cycle: the style discards fine texture; an exact cycle made the generators keep it as
-        # a faint code and shift colour instead (blue cast, delta b* -6 to -11 in 10-minute runs).
-        "cycle_blur": 1.5,
-        # The documented phases [identity, gan, cycle] as they are: with the discriminator above, identity
-        # weights x5 (the previous demo default) held the generators at the input (alignment 0.015).
-        "max_steps_per_epoch": 40,
-        "log_every": 10,
-        "eval_images": 16,
-    },
-}
+# The CPU recipe, a config file like any other (with comments on each choice); it layers between the preset
+# and the user's --config files and --set overrides.
+DEMO_RECIPE_FILE = "cyclegan.yaml"
 # Share of the budget planned for training steps; the rest covers per-epoch evaluation, samples,
 # checkpoints, and steps slower than the 3-step measurement. At 0.85 the budget cut default runs 11 and
 # 80 steps short of their plans, in the middle of the last loss-weight phase with the lr not yet decayed
@@ -76,8 +37,15 @@ DEMO_RECIPE: dict[str, Any] = {
 TRAIN_SHARE = 0.78
 
 
+def demo_recipe(name: str = DEMO_RECIPE_FILE) -> dict[str, Any]:
+    """A shipped demo recipe (``ganlab/configs/demo/NAME``) as plain data; found in a wheel install too."""
+    with as_file(files("ganlab") / "configs" / "demo" / name) as path:
+        return load_yaml(path)
+
+
 def demo_config(data: Path, minutes: float, overrides: dict[str, Any] | None = None) -> CycleGANConfig:
-    layers = merge(DEMO_RECIPE, {"data": {"root": str(data)}, "train": {"minutes": minutes}})
+    """defaults < preset < the demo recipe < data root and budget < ``overrides`` (--config files, --set)."""
+    layers = merge(demo_recipe(), {"data": {"root": str(data)}, "train": {"minutes": minutes}})
     return build_cyclegan_config(overrides=merge(layers, overrides or {}))
 
 
@@ -125,6 +93,39 @@ def plan_epochs(step_seconds: float, minutes: float, steps_per_epoch: int) -> tu
     return math.ceil(epochs / 2), epochs // 2
 
 
+def _plan_training(
+    cfg: CycleGANConfig, overrides: dict[str, Any], minutes: float, t_start: float, log: Callable[[str], None]
+) -> tuple[CycleGANConfig, int, int, float]:
+    """(cfg, constant epochs, decay epochs, minutes left) for a ``minutes`` budget started at ``t_start``.
+
+    ``train.epochs`` in ``overrides`` fixes the length (with ``train.epochs_decay``, default 0) and skips
+    the measuring. Otherwise the step is timed on this machine (in bf16 too, unless ``train.precision`` is
+    given) and the epochs are planned to fit what is left of the budget. Either way the budget caps training.
+    """
+    device = select_device(cfg.train.device)
+    steps_per_epoch = cfg.train.max_steps_per_epoch or 100
+    if "epochs" in overrides.get("train", {}):
+        epochs, decay = cfg.train.epochs, cfg.train.epochs_decay
+        log(
+            f"demo: {epochs} + {decay} epochs of {steps_per_epoch} steps as set, on {device} in "
+            f"{cfg.train.precision}; the {minutes:g}-minute budget is a cap"
+        )
+        return cfg, epochs, decay, minutes - (time.monotonic() - t_start) / 60
+    step_s = measure_step_seconds(cfg, device)
+    if "precision" not in overrides.get("train", {}):
+        # bf16 autocast buys more steps where the hardware has bf16 units and costs time where it is
+        # emulated; measure both, keep the faster.
+        cfg, step_s = _faster_precision(cfg, device, step_s, log)
+    # The time spent so far (data build, measuring) counts against the budget too.
+    left = minutes - (time.monotonic() - t_start) / 60
+    epochs, decay = plan_epochs(step_s, left, steps_per_epoch)
+    log(
+        f"demo: {step_s:.2f} s/step on {device}; {epochs} + {decay} epochs of {steps_per_epoch} steps "
+        f"fit the {minutes:g}-minute budget"
+    )
+    return cfg, epochs, decay, left
+
+
 def run_demo(
     data: str | Path = "data/demo",
     out: str | Path = "runs/demo",
@@ -134,30 +135,22 @@ def run_demo(
     progress: bool = True,
     data_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole demo (``data_kwargs`` go to the demo-data builder, e.g. smaller tile counts); returns the evaluation dict (also in RUN_DIR/eval.json) with ``report`` added."""
-    from ganlab.cyclegan.api import train
+    """The whole demo; returns the evaluation dict (also in RUN_DIR/eval.json) with ``report`` added.
+
+    ``overrides`` layer over the demo recipe (as --config files and --set do); with ``train.epochs`` among
+    them the run trains exactly that many epochs (plus ``train.epochs_decay``) instead of planning them for
+    the budget, which still caps it. ``data_kwargs`` go to the demo-data builder (e.g. smaller tile counts).
+    """
     from ganlab.cyclegan.demo.data import ensure_demo_dataset
     from ganlab.cyclegan.demo.report import write_demo_report
     from ganlab.cyclegan.evaluate import evaluate_run
+    from ganlab.cyclegan.trainer import train
 
     t_start = time.monotonic()
     data, out = Path(data), Path(out)
     ensure_demo_dataset(data, log=log, **(data_kwargs or {}))
     cfg = demo_config(data, minutes, overrides)
-    device = select_device(cfg.train.device)
-    step_s = measure_step_seconds(cfg, device)
-    if "precision" not in (overrides or {}).get("train", {}):
-        # bf16 autocast buys more steps where the hardware has bf16 units (0.27 against 0.44 s/step in the
-        # default demo here, AVX-512 BF16) and costs time where it is emulated; measure both, keep the faster.
-        cfg, step_s = _faster_precision(cfg, device, step_s, log)
-    steps_per_epoch = cfg.train.max_steps_per_epoch or 100
-    # The time spent so far (data build, measuring) counts against the budget too.
-    left = minutes - (time.monotonic() - t_start) / 60
-    epochs, decay = plan_epochs(step_s, left, steps_per_epoch)
-    log(
-        f"demo: {step_s:.2f} s/step on {device}; {epochs} + {decay} epochs of {steps_per_epoch} steps "
-        f"fit the {minutes:g}-minute budget"
-    )
+    cfg, epochs, decay, left = _plan_training(cfg, overrides or {}, minutes, t_start, log)
     if (out / "checkpoints" / "latest.json").exists():
         # An earlier demo in this folder: finish it if it was interrupted (same budget), else re-evaluate.
         log(
