@@ -14,7 +14,8 @@ from urllib.error import URLError
 
 import pytest
 
-from ganlab.core.download import DATASETS, DownloadError, _offline_error, download_dataset
+from ganlab.core.download import DownloadError, _offline_error
+from ganlab.cyclegan.datasets import DATASETS, download_dataset
 
 NAME = "horse2zebra"
 TIMEOUT = 5.0

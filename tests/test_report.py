@@ -135,13 +135,13 @@ def test_tensorboard_missing_package_message(tmp_path: Path, monkeypatch) -> Non
     import sys
 
     from ganlab.core import tensorboard as tbmod
-    from ganlab.core.errors import UserError
+    from ganlab.core.errors import MissingExtraError
 
     # A None entry in sys.modules makes `import` raise ImportError, as if the package were not installed.
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     assert not tbmod.tensorboard_available()
-    with pytest.raises(UserError) as info:
+    with pytest.raises(MissingExtraError) as info:
         tbmod.TensorBoardLogger(tmp_path)
     assert str(info.value) == "--tensorboard needs the tensorboard package: pip install 'ganlab[tensorboard]'"
     assert not (tmp_path / "tb").exists()

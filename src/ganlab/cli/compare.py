@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ganlab.core.report import markdown_table
+from ganlab.experiments.compare import HEADERS, SUMMARY_COLUMNS, compare_runs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -40,9 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.core.report import markdown_table
-    from ganlab.experiments.compare import HEADERS, SUMMARY_COLUMNS, compare_runs
-
     rows = compare_runs(
         args.runs,
         args.images,

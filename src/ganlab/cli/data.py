@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ganlab.cyclegan.datasets import DATASETS, DEFAULT_BASE_URL, download_dataset
+from ganlab.cyclegan.demo.data import build_demo_dataset, ensure_demo_dataset
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build the offline demo dataset or download reference datasets")
@@ -13,8 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--force", action="store_true", help="rebuild even if a complete dataset is there")
     d.set_defaults(func=run_demo)
-    from ganlab.core.download import DATASETS, DEFAULT_BASE_URL
-
     g = dsub.add_parser(
         "download",
         help="download a reference CycleGAN dataset by name",
@@ -27,8 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ganlab.cyclegan.demo.data import build_demo_dataset, ensure_demo_dataset
-
     if args.force:
         build_demo_dataset(args.out, seed=args.seed)
     else:
@@ -38,12 +37,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from ganlab.core.download import DownloadError, download_dataset
-    from ganlab.core.errors import UserError
-
-    try:
-        path = download_dataset(args.name, args.out, base_url=args.base_url)
-    except DownloadError as e:
-        raise UserError(str(e)) from None
+    path = download_dataset(args.name, args.out, base_url=args.base_url)
     print(f"dataset {args.name} ready in {path}")
     return 0

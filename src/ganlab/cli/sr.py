@@ -10,6 +10,9 @@ from ganlab.core.device import select_device
 from ganlab.core.errors import UserError
 from ganlab.models.registry import preset_names
 from ganlab.sr.config import OPTIONS
+from ganlab.sr.evaluate import evaluate_run, format_table
+from ganlab.sr.trainer import train_sr
+from ganlab.sr.upscale import upscale_files
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ganlab.sr.trainer import train_sr
-
     if args.resume and args.init:
         raise UserError("--resume continues a run; --init starts a new one: use one of them")
     if args.resume and args.out and args.out != args.resume:
@@ -89,8 +90,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ganlab.sr.evaluate import evaluate_run, format_table
-
     if args.device:
         select_device(args.device)
     res = evaluate_run(
@@ -109,8 +108,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    from ganlab.sr.upscale import upscale_files
-
     if args.tile < 0 or (args.tile_pad is not None and args.tile_pad < 0):
         raise UserError("--tile and --tile-pad must be >= 0")
     if args.device:

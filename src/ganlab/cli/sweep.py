@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ganlab.experiments.sweep import load_sweep, run_sweep
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -29,8 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.experiments.sweep import load_sweep, run_sweep
-
     sweep = load_sweep(args.sweep)
     print(f"sweep {args.sweep}: {len(sweep.runs)} run(s)")
     for key, values in sweep.grid.items():

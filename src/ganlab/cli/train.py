@@ -6,6 +6,7 @@ import argparse
 
 from ganlab.cli.flags import add_config_flags, add_options, overrides_from
 from ganlab.cyclegan.config import OPTIONS
+from ganlab.cyclegan.trainer import train
 from ganlab.models.registry import preset_names
 
 
@@ -25,8 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.cyclegan.trainer import train
-
     overrides = overrides_from(args, OPTIONS)
     if args.data_a or args.data_b:  # explicit folders replace a data root set in a config file
         overrides.setdefault("data", {})["root"] = args.data

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ganlab.core.device import select_device
+from ganlab.cyclegan.translate import translate_paths
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate images with a trained run (any size)")
@@ -22,9 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.core.device import select_device
-    from ganlab.cyclegan.translate import translate_paths
-
     written = translate_paths(
         args.run,
         args.inputs,

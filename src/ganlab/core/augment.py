@@ -54,8 +54,7 @@ def channels(x: torch.Tensor) -> torch.Tensor:
 
     Hue-like cues (which channel is strongest) stop separating the domains, while luminance structure,
     saturation and flatness survive. A discriminator trained on a few photos per domain otherwise keys on
-    those photos' palettes (measured on the demo data with a plain PatchGAN trained alone: held-out score
-    gap between cartoons and photos 0.29 without, 0.46 with; README, "Finding the CPU recipe")."""
+    those photos' palettes (docs/cpu-recipe.md has the measurements)."""
     n, c = x.shape[:2]
     order = torch.argsort(torch.rand(n, c, device=x.device), dim=1)  # (N, C): a random permutation per row
     return torch.gather(x, 1, order.view(n, c, 1, 1).expand_as(x))

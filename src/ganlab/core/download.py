@@ -1,4 +1,4 @@
-"""Fetch the reference CycleGAN datasets (standard library only): resumable download, zip check, safe
+"""Fetch and unpack a zip archive over HTTP (standard library only): resumable download, zip check, safe
 extraction.
 
 A download goes to ``out/{name}.zip.part``; an interrupted one is resumed with an HTTP Range request
@@ -21,50 +21,34 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-DATASETS: tuple[str, ...] = (
-    "apple2orange",
-    "summer2winter_yosemite",
-    "horse2zebra",
-    "monet2photo",
-    "cezanne2photo",
-    "ukiyoe2photo",
-    "vangogh2photo",
-    "maps",
-    "facades",
-    "iphone2dslr_flower",
-    "ae_photos",
-)
-DEFAULT_BASE_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
+from ganlab.core.errors import GanlabError
 
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A dataset could not be downloaded or extracted; the message says why and what to do."""
+class DownloadError(GanlabError, RuntimeError):
+    """An archive could not be downloaded or extracted; the message says why and what to do."""
 
 
-def download_dataset(
+def download_archive(
     name: str,
+    url: str,
     out: str | Path,
-    base_url: str = DEFAULT_BASE_URL,
     log: Callable[[str], object] = print,
     timeout: float = 60.0,
     progress: bool = True,
 ) -> Path:
-    """Download ``{base_url}/{name}.zip`` and extract it to ``out/{name}/``; return that folder.
+    """Download the zip at ``url`` and extract it to ``out/{name}/``; return that folder.
 
     Returns at once if ``out/{name}/`` already exists and is not empty. ``timeout`` (seconds) bounds the
     connection and every read, so a stalled server fails instead of hanging. Raises DownloadError.
     """
-    if name not in DATASETS:
-        raise DownloadError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     out = Path(out)
     target = out / name
     if target.is_dir() and any(target.iterdir()):
         log(f"{name}: already present in {target}")
         return target
     out.mkdir(parents=True, exist_ok=True)
-    url = f"{base_url.rstrip('/')}/{name}.zip"
     zip_path = out / f"{name}.zip"
     part = out / f"{name}.zip.part"
 

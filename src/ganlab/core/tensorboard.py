@@ -13,7 +13,8 @@ from typing import Any
 
 from PIL import Image
 
-MISSING_MESSAGE = "--tensorboard needs the tensorboard package: pip install 'ganlab[tensorboard]'"
+from ganlab.core.errors import MissingExtraError
+
 # Bookkeeping fields of an epoch record that are not measurements.
 SKIP_KEYS = frozenset({"type", "epoch", "step", "steps"})
 
@@ -49,9 +50,7 @@ class TensorBoardLogger:
 
     def __init__(self, run_dir: str | Path) -> None:
         if not tensorboard_available():
-            from ganlab.core.errors import UserError
-
-            raise UserError(MISSING_MESSAGE)
+            raise MissingExtraError("--tensorboard", "tensorboard", "tensorboard")
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(run_dir) / "tb"

@@ -12,6 +12,7 @@ rest; DIR/sweep.json records the grid and each run's status for people and tools
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -24,6 +25,8 @@ from typing import Any
 from ganlab.core.config import ConfigError, load_yaml, merge
 from ganlab.core.rundir import RunDir, run_meta
 from ganlab.cyclegan.config import OPTIONS, CycleGANConfig, build_cyclegan_config
+from ganlab.cyclegan.trainer import train
+from ganlab.experiments.compare import compare_runs, default_images, parse_sort
 
 # Shorthands accepted in base: and grid:, mapped to their config keys: the `ganlab train` flag names.
 SHORTHANDS = {o.name: o.key for o in OPTIONS}
@@ -110,8 +113,6 @@ def _value_label(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (dict, list, tuple)):
-        import hashlib
-
         return hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return str(v)
 
@@ -258,73 +259,24 @@ def run_sweep(
     """Validate every run, then train (or resume, or skip) each in turn into ``out/<name>``, and end
     with a comparison of all runs in ``out/compare`` sorted by ``sort`` (default cycle_psnr, best first).
     A Ctrl-C stops the current run with a checkpoint and ends the sweep; rerun to continue."""
-    from ganlab.cyclegan.trainer import train
-
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     if sort is not None:
-        from ganlab.experiments.compare import parse_sort
-
         parse_sort(sort)  # a typo should fail now, not after hours of training
     validate(sweep)
     out = Path(out)
-    n = len(sweep.runs)
     if dry_run:
-        log(f"sweep of {n} run(s) into {out} (dry run: nothing is trained)")
-        for i, run in enumerate(sweep.runs, 1):
-            assert run.cfg is not None
-            state, _ = run_state(out / run.name, run.cfg)
-            action = {"new": "train", "unfinished": "resume", "finished": "skip (finished)"}[state]
-            t = run.cfg.train
-            budget = f"{t.total_epochs} epochs" + (f" or {t.minutes:g} min" if t.minutes else "")
-            log(f"run {i}/{n} {run.name}: {action}; {budget}")
+        _plan(sweep, out, log)
         return SweepResult(out, [])
-
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out, sweep)
     manifest.write()
     interrupted = False
     for i, run in enumerate(sweep.runs, 1):
-        assert run.cfg is not None
-        run_dir = out / run.name
-        state, meta = run_state(run_dir, run.cfg)
-        entry = manifest.entry(run.name)
-        if (
-            state == "unfinished"
-            and entry.get("status") == "finished"
-            and entry.get("budget") == _budget(run)
-        ):
-            # The trainer itself ended this run on its budget (which can expire during the end-of-epoch
-            # evaluation, after the checkpoint recorded its time): trust it while the budget is unchanged.
-            state = "finished"
-        if state == "finished":
-            log(f"skip {run.name}: finished")
-            manifest.update(run.name, status="finished", epoch=meta["epoch"] if meta else None)
-            continue
-        log(f"run {i}/{n} {run.name}")
-        manifest.update(run.name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        try:
-            result = _train_one(train, sweep, run, run_dir, state, meta, log, progress)
-        except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped without a new checkpoint
-            manifest.update(run.name, status="interrupted")
-            raise
-        except Exception as e:
-            manifest.update(run.name, status="failed", error=str(e))
-            raise
-        manifest.update(
-            run.name,
-            status="interrupted" if result.stopped == "interrupted" else "finished",
-            budget=_budget(run),
-            stopped=result.stopped,
-            epoch=result.epoch,
-            global_step=result.global_step,
-            checkpoint=str(result.checkpoint) if result.checkpoint else None,
-        )
-        if result.stopped == "interrupted":
+        if not _run_one(sweep, run, f"{i}/{len(sweep.runs)}", out, manifest, log, progress):
             log(f"sweep interrupted during {run.name}; rerun the same command to continue")
             interrupted = True
             break
-
     rows = None
     if compare and not interrupted:
         rows = compare_sweep(sweep, out, sort or DEFAULT_SORT, log=log, progress=progress)
@@ -334,13 +286,69 @@ def run_sweep(
     return SweepResult(out, manifest.data["runs"], interrupted, rows)
 
 
+def _plan(sweep: Sweep, out: Path, log: Callable[[str], None]) -> None:
+    """What a run of the sweep would do, run by run (``--dry-run``)."""
+    n = len(sweep.runs)
+    log(f"sweep of {n} run(s) into {out} (dry run: nothing is trained)")
+    for i, run in enumerate(sweep.runs, 1):
+        assert run.cfg is not None
+        state, _ = run_state(out / run.name, run.cfg)
+        action = {"new": "train", "unfinished": "resume", "finished": "skip (finished)"}[state]
+        t = run.cfg.train
+        budget = f"{t.total_epochs} epochs" + (f" or {t.minutes:g} min" if t.minutes else "")
+        log(f"run {i}/{n} {run.name}: {action}; {budget}")
+
+
+def _run_one(
+    sweep: Sweep,
+    run: SweepRun,
+    position: str,
+    out: Path,
+    manifest: Manifest,
+    log: Callable[[str], None],
+    progress: bool,
+) -> bool:
+    """Train, resume or skip one run, recording its status; False when it was interrupted."""
+    assert run.cfg is not None
+    run_dir = out / run.name
+    state, meta = run_state(run_dir, run.cfg)
+    entry = manifest.entry(run.name)
+    if state == "unfinished" and entry.get("status") == "finished" and entry.get("budget") == _budget(run):
+        # The trainer itself ended this run on its budget (which can expire during the end-of-epoch
+        # evaluation, after the checkpoint recorded its time): trust it while the budget is unchanged.
+        state = "finished"
+    if state == "finished":
+        log(f"skip {run.name}: finished")
+        manifest.update(run.name, status="finished", epoch=meta["epoch"] if meta else None)
+        return True
+    log(f"run {position} {run.name}")
+    manifest.update(run.name, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    try:
+        result = _train_one(sweep, run, run_dir, state, meta, log, progress)
+    except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped without a new checkpoint
+        manifest.update(run.name, status="interrupted")
+        raise
+    except Exception as e:
+        manifest.update(run.name, status="failed", error=str(e))
+        raise
+    manifest.update(
+        run.name,
+        status="interrupted" if result.stopped == "interrupted" else "finished",
+        budget=_budget(run),
+        stopped=result.stopped,
+        epoch=result.epoch,
+        global_step=result.global_step,
+        checkpoint=str(result.checkpoint) if result.checkpoint else None,
+    )
+    return result.stopped != "interrupted"
+
+
 def _budget(run: SweepRun) -> dict[str, Any]:
     assert run.cfg is not None
     return {"epochs": run.cfg.train.total_epochs, "minutes": run.cfg.train.minutes}
 
 
 def _train_one(
-    train: Callable[..., Any],
     sweep: Sweep,
     run: SweepRun,
     run_dir: Path,
@@ -372,8 +380,6 @@ def compare_sweep(
     sweep: Sweep, out: Path, sort: str, log: Callable[[str], None] = print, progress: bool = True
 ) -> list[dict[str, Any]]:
     """Compare every run that has a checkpoint, on up to 4 test images of the (first) data root."""
-    from ganlab.experiments.compare import compare_runs, default_images
-
     dirs = [out / r.name for r in sweep.runs if RunDir(out / r.name).has_checkpoint()]
     if not dirs:
         log("no run has a checkpoint; nothing to compare")

@@ -9,9 +9,7 @@ Internally the input is shifted by -0.5 and the output by +0.5 so the network wo
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 

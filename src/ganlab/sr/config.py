@@ -101,8 +101,8 @@ class SRConfig:
             )
 
 
-# Pixel-stage recipes tuned per preset (measured on the 2-core CPU; see the README's SR section). They
-# sit between the dataclass defaults and the user's files/flags.
+# Pixel-stage recipes tuned per preset (docs/results.md has the runs they were chosen by). They sit
+# between the dataclass defaults and the user's files/flags.
 PRESET_RECIPES: dict[str, dict[str, Any]] = {
     "srresnet": {},
     "srresnet-small": {

@@ -20,14 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganlab.core.errors import GanlabError
+from ganlab.core.errors import DataError
 from ganlab.core.images import list_images, read_rgb
 from ganlab.core.photos import offline_photos, split_photos
-
-
-class SRDataError(GanlabError, ValueError):
-    """The SR training or test data cannot be used; the message says why."""
-
 
 # --------------------------------------------------------------------------------------- resampling
 
@@ -69,7 +64,7 @@ def center_crop(x: torch.Tensor, max_side: int, multiple: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     ch, cw = (min(h, max_side) // multiple) * multiple, (min(w, max_side) // multiple) * multiple
     if ch == 0 or cw == 0:
-        raise SRDataError(f"image of {h}x{w} is smaller than the scale {multiple}")
+        raise DataError(f"image of {h}x{w} is smaller than the scale {multiple}")
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     return x[..., y0 : y0 + ch, x0 : x0 + cw]
 
@@ -98,10 +93,10 @@ def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
     """Every image under ``folder`` (recursive, sorted), read as RGB."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise SRDataError(f"data folder not found: {folder}")
+        raise DataError(f"data folder not found: {folder}")
     paths = list_images(folder)[:limit] if limit else list_images(folder)
     if not paths:
-        raise SRDataError(f"no images found under {folder}")
+        raise DataError(f"no images found under {folder}")
     out = []
     for p in paths:
         a = np.asarray(read_rgb(p), dtype=np.float32) / 255.0
@@ -157,7 +152,7 @@ class SRPatchSampler:
         candidates: int = 1,
     ) -> None:
         if size % scale:
-            raise SRDataError(f"HR crop size {size} must be a multiple of the scale {scale}")
+            raise DataError(f"HR crop size {size} must be a multiple of the scale {scale}")
         self.scale, self.size, self.seed, self.flip, self.rot90 = scale, size, seed, flip, rot90
         self.candidates = max(1, candidates)
         pairs: list[tuple[SRImage, SRImage | None]] = []
@@ -169,7 +164,7 @@ class SRPatchSampler:
                 continue
             pairs.append((im, lr_by_name.get(im.name)))
         if not pairs:
-            raise SRDataError(f"no training image is at least {size}x{size} (the HR crop size)")
+            raise DataError(f"no training image is at least {size}x{size} (the HR crop size)")
         self.pairs = pairs
         areas = np.array([im.pixels.shape[-1] * im.pixels.shape[-2] for im, _ in pairs], dtype=np.float64)
         self.weights = areas / areas.sum()
@@ -223,11 +218,11 @@ def _match_lr(hr: list[SRImage], lr: list[SRImage], scale: int) -> dict[str, SRI
             continue
         (H, W), (h, w) = im.pixels.shape[-2:], lr_im.pixels.shape[-2:]
         if H // scale != h or W // scale != w:
-            raise SRDataError(
+            raise DataError(
                 f"LR {lr_im.name} is {w}x{h} but HR {im.name} is {W}x{H}; with scale {scale} the LR must be "
                 f"{W // scale}x{H // scale}"
             )
         out[im.name] = lr_im
     if missing:
-        raise SRDataError(f"{len(missing)} HR image(s) have no LR image of the same name, e.g. {missing[0]}")
+        raise DataError(f"{len(missing)} HR image(s) have no LR image of the same name, e.g. {missing[0]}")
     return out
