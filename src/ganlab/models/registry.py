@@ -52,7 +52,7 @@ def get_preset(name: str, task: Task | None = None) -> Preset:
     if p is None or (task is not None and p.task != task):
         what = "SR preset" if task == "sr" else "preset"
         known = preset_names(task)
-        hint = f" ({name!r} is a {p.task} preset)" if p is not None else ""
+        hint = f" ({name!r} is {'an SR' if p.task == 'sr' else 'a CycleGAN'} preset)" if p is not None else ""
         raise UnknownPresetError(f"unknown {what} {name!r}{hint}; known {what}s: {', '.join(known)}")
     return p
 
