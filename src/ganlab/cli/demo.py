@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"report: {res.get('report')}")
         return 0
-    from ganlab.cli.eval import format_table
     from ganlab.cyclegan.demo.run import run_demo
+    from ganlab.cyclegan.evaluate import format_table
 
     res = run_demo(
         data=args.data or "data/demo",

@@ -25,34 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def format_table(res: dict) -> str:
-    rows = [
-        ("cycle A->B->A", "cycle_psnr", "cycle_ssim"),
-        ("cycle B->A->B", "cycle_psnr_b", "cycle_ssim_b"),
-        ("A->B vs ground truth", "gt_psnr", "gt_ssim"),
-        ("baseline: identity", "identity_psnr", "identity_ssim"),
-        ("baseline: affine colour (oracle)", "affine_psnr", "affine_ssim"),
-    ]
-    lines = [f"{'':34s} {'PSNR dB':>8s} {'SSIM':>7s}"]
-    for label, p, s in rows:
-        if p in res:
-            lines.append(f"{label:34s} {res[p]:8.2f} {res[s]:7.4f}")
-    extra = [
-        ("A->B change alignment with truth", "gt_alignment"),
-        ("checkerboard (flat grey)", "checkerboard_flat"),
-        ("checkerboard (test images)", "checkerboard_images"),
-        ("tint: mean delta a*", "tint_delta_a"),
-        ("tint: mean delta b* (<0 bluer)", "tint_delta_b"),
-        ("mean delta E 2000 (in -> out)", "tint_delta_e2000"),
-    ]
-    for label, k in extra:
-        if k in res:
-            lines.append(f"{label:34s} {res[k]:8.4f}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ganlab.cyclegan.evaluate import evaluate_run
+    from ganlab.cyclegan.evaluate import evaluate_run, format_table
 
     res = evaluate_run(
         args.run,

@@ -184,8 +184,8 @@ def compare_runs(
     from ganlab.core.checkpoint import CheckpointError
     from ganlab.core.config import to_dict
     from ganlab.core.cost import count_params, gflops
-    from ganlab.core.images import ImageReadError, pil_to_tensor, read_rgb, tensor_to_pil
     from ganlab.core.device import select_device
+    from ganlab.core.images import ImageReadError, pil_to_tensor, read_rgb, tensor_to_pil
     from ganlab.core.rundir import RunDir
     from ganlab.cyclegan.evaluate import evaluate_run
     from ganlab.cyclegan.translate import load_run_models, translate_tensor

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ganlab.core.checkpoint import Checkpoint, load_module_state
-from ganlab.core.metrics import psnr_y, ssim_y
 from ganlab.core.device import select_device
+from ganlab.core.metrics import psnr_y, ssim_y
 from ganlab.core.rundir import load_run_checkpoint
 from ganlab.models.sr import SRResNet
 from ganlab.sr.config import SRConfig, build_sr_config
