@@ -169,7 +169,7 @@ def run_sr_demo(
     """
     out = Path(out)
     train_minutes = max(minutes * 0.5, minutes - 0.75)
-    if (out / "checkpoints" / "latest.json").exists():
+    if RunDir(out).has_checkpoint():
         log(f"{out} holds an earlier SR demo: finishing it within its budget, then re-evaluating")
         result = train_sr(resume=out, log=log, progress=progress)
     else:

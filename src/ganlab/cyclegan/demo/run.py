@@ -21,19 +21,21 @@ import torch
 from ganlab.core.augment import make_augment
 from ganlab.core.config import load_yaml, merge, to_dict
 from ganlab.core.device import autocast, select_device
+from ganlab.core.rundir import RunDir
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
+from ganlab.cyclegan.demo.data import ensure_demo_dataset
+from ganlab.cyclegan.demo.report import write_demo_report
+from ganlab.cyclegan.evaluate import evaluate_run
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.step import build_models, build_optimizers, train_step
+from ganlab.cyclegan.trainer import train
 
 # The CPU recipe, a config file like any other (with comments on each choice); it layers between the preset
 # and the user's --config files and --set overrides.
 DEMO_RECIPE_FILE = "cyclegan.yaml"
 # Share of the budget planned for training steps; the rest covers per-epoch evaluation, samples,
-# checkpoints, and steps slower than the 3-step measurement. At 0.85 the budget cut default runs 11 and
-# 80 steps short of their plans, in the middle of the last loss-weight phase with the lr not yet decayed
-# (a cut run scored 18.70 dB; 4 epochs earlier it had been 0.13 dB above the identity on the 16 per-epoch
-# test tiles). At 0.78 the default run planned 42 epochs and stopped after 41, with the lr at 1/11 of its
-# start.
+# checkpoints, and steps slower than the 3-step measurement. A larger share let the budget cut default
+# runs before their last, decayed epochs (docs/cpu-recipe.md has the runs).
 TRAIN_SHARE = 0.78
 
 
@@ -141,17 +143,12 @@ def run_demo(
     them the run trains exactly that many epochs (plus ``train.epochs_decay``) instead of planning them for
     the budget, which still caps it. ``data_kwargs`` go to the demo-data builder (e.g. smaller tile counts).
     """
-    from ganlab.cyclegan.demo.data import ensure_demo_dataset
-    from ganlab.cyclegan.demo.report import write_demo_report
-    from ganlab.cyclegan.evaluate import evaluate_run
-    from ganlab.cyclegan.trainer import train
-
     t_start = time.monotonic()
     data, out = Path(data), Path(out)
     ensure_demo_dataset(data, log=log, **(data_kwargs or {}))
     cfg = demo_config(data, minutes, overrides)
     cfg, epochs, decay, left = _plan_training(cfg, overrides or {}, minutes, t_start, log)
-    if (out / "checkpoints" / "latest.json").exists():
+    if RunDir(out).has_checkpoint():
         # An earlier demo in this folder: finish it if it was interrupted (same budget), else re-evaluate.
         log(
             f"demo: {out} already holds a demo run; continuing it within its budget "
