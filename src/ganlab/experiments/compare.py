@@ -159,6 +159,69 @@ def default_images(root: str | Path | None, n: int = 4, split: str = "testA") ->
     return []
 
 
+def _check_args(runs: list[Any], direction: str, sort: str | None, cell: int) -> None:
+    """Refuse bad arguments before any run is loaded (a typo should not cost minutes of evaluation)."""
+    if not runs:
+        raise _user_error("compare needs at least one run directory")
+    if direction not in DIRECTIONS:
+        raise _user_error(f"--direction must be a2b or b2a, got {direction!r}")
+    if sort is not None:
+        parse_sort(sort)
+    if cell < 16:
+        raise _user_error(f"--cell must be at least 16 pixels, got {cell}")
+
+
+def _base_row(label: str, run: Path, models: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """One run's descriptive and cost columns; every image metric is present and None until evaluated."""
+    from ganlab.core.config import to_dict
+    from ganlab.core.cost import count_params, gflops
+
+    # The same cost functions `ganlab info` (describe) uses, for the generator only: the
+    # discriminators' FLOPs are not in the table and cost as much to count.
+    cost_g = models["G_A2B"]
+    model = to_dict(cfg.model)
+    return {
+        "run": label,
+        "preset": cfg.preset,
+        "architecture": architecture_summary(model),
+        **{k: model[k] for k in ARCH_FIELDS},
+        "generator_params": count_params(cost_g),
+        "gflops_256": gflops(cost_g, 256),
+        **_run_stats(run),
+        **dict.fromkeys(EVAL_KEYS),
+        "path": str(run),
+        "checkpoint_epoch": meta["epoch"],
+        "global_step": meta.get("global_step"),
+    }
+
+
+def _add_eval(row: dict[str, Any], res: dict[str, Any]) -> None:
+    """Fill ``row``'s image metrics from an evaluate_run result (eval.json)."""
+    row.update({k: res.get(k) for k in EVAL_KEYS})
+    # evaluate_run derives these from metrics.jsonl too; take its values so tables match eval.json.
+    row.update({k: res.get(k) for k in ("seconds_per_epoch", "epochs", "peak_mem_mb")})
+    row["eval_data"] = res.get("data")
+    row["n_test_a"] = res.get("n_test_a")
+
+
+@torch.no_grad()
+def _translate_files(g: Any, files: list[Path], dev: torch.device, originals: list[Any]) -> list[Any]:
+    """``g``'s translation of every file as PIL images; fills ``originals`` on the first run's pass."""
+    from ganlab.core.images import ImageReadError, pil_to_tensor, read_rgb, tensor_to_pil
+    from ganlab.cyclegan.translate import translate_tensor
+
+    outs = []
+    for f in files:
+        try:
+            x = pil_to_tensor(read_rgb(f))[None].to(dev)
+        except ImageReadError as e:
+            raise _user_error(str(e)) from None
+        if len(originals) < len(files):
+            originals.append(tensor_to_pil(x[0]))
+        outs.append(tensor_to_pil(translate_tensor(g, x)[0].cpu()))
+    return outs
+
+
 def compare_runs(
     runs: list[str | Path],
     images: list[str | Path] | None,
@@ -182,22 +245,12 @@ def compare_runs(
     up-to-date eval.json files and leaves the image metrics blank otherwise.
     """
     from ganlab.core.checkpoint import CheckpointError
-    from ganlab.core.config import to_dict
-    from ganlab.core.cost import count_params, gflops
     from ganlab.core.device import select_device
-    from ganlab.core.images import ImageReadError, pil_to_tensor, read_rgb, tensor_to_pil
     from ganlab.core.rundir import RunDir
     from ganlab.cyclegan.evaluate import evaluate_run
-    from ganlab.cyclegan.translate import load_run_models, translate_tensor
+    from ganlab.cyclegan.translate import load_run_models
 
-    if not runs:
-        raise _user_error("compare needs at least one run directory")
-    if direction not in DIRECTIONS:
-        raise _user_error(f"--direction must be a2b or b2a, got {direction!r}")
-    if sort is not None:
-        parse_sort(sort)  # fail on a typo before minutes of evaluation
-    if cell < 16:
-        raise _user_error(f"--cell must be at least 16 pixels, got {cell}")
+    _check_args(runs, direction, sort, cell)
     paths = [Path(r) for r in runs]
     labels = run_labels(paths)
     dev = select_device(device)
@@ -214,23 +267,7 @@ def compare_runs(
             models, cfg, meta = load_run_models(run, "latest", dev)
         except CheckpointError as e:
             raise _user_error(f"{run}: {e}") from None
-        # The same cost functions `ganlab info` (describe) uses, for the generator only: the
-        # discriminators' FLOPs are not in the table and cost as much to count.
-        cost_g = models["G_A2B"]
-        model = to_dict(cfg.model)
-        row: dict[str, Any] = {
-            "run": label,
-            "preset": cfg.preset,
-            "architecture": architecture_summary(model),
-            **{k: model[k] for k in ARCH_FIELDS},
-            "generator_params": count_params(cost_g),
-            "gflops_256": gflops(cost_g, 256),
-            **_run_stats(run),
-            **dict.fromkeys(EVAL_KEYS),  # every row has every column; None until evaluated
-            "path": str(run),
-            "checkpoint_epoch": meta["epoch"],
-            "global_step": meta.get("global_step"),
-        }
+        row = _base_row(label, run, models, cfg, meta)
         root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
         res = _eval_is_fresh(run, ckpt, root, meta["epoch"])
         if res is not None:
@@ -241,29 +278,14 @@ def compare_runs(
         elif evaluate:
             log(f"{label}: no test images ({root or 'no data root'} has no testA/); metrics left blank")
         if res is not None:
-            row.update({k: res.get(k) for k in EVAL_KEYS})
-            # evaluate_run derives these from metrics.jsonl too; take its values so tables match eval.json.
-            row.update({k: res.get(k) for k in ("seconds_per_epoch", "epochs", "peak_mem_mb")})
-            row["eval_data"] = res.get("data")
-            row["n_test_a"] = res.get("n_test_a")
+            _add_eval(row, res)
         rows.append(row)
 
         if files is None:
             files = default_images(root)
             if not files:
                 log("no images for the grid (pass --images); skipping it")
-        g = models[DIRECTIONS[direction]]
-        outs = []
-        with torch.no_grad():
-            for f in files:
-                try:
-                    x = pil_to_tensor(read_rgb(f))[None].to(dev)
-                except ImageReadError as e:
-                    raise _user_error(str(e)) from None
-                if len(originals) < len(files):
-                    originals.append(tensor_to_pil(x[0]))
-                outs.append(tensor_to_pil(translate_tensor(g, x)[0].cpu()))
-        translations[label] = outs
+        translations[label] = _translate_files(models[DIRECTIONS[direction]], files, dev, originals)
         del models
     if sort:
         rows = sort_rows(rows, sort)
