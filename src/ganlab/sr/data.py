@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganlab.core.errors import DataError
+from ganlab.core.errors import DataError, require
 from ganlab.core.images import list_images, read_rgb
 from ganlab.core.photos import offline_photos, split_photos
 
@@ -107,7 +107,11 @@ def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
 @functools.lru_cache(maxsize=8)
 def _builtin_split(split: str, seed: int, max_side: int | None) -> tuple[SRImage, ...]:
     # Decoding the offline photos (up to 5K wallpapers) takes seconds; cache per process and split.
-    parts = split_photos(offline_photos(), seed)
+    try:
+        parts = split_photos(offline_photos(), seed)
+    except ValueError as e:  # too few photos: scikit-image (the demo extra) brings most of them
+        require("skimage", "the built-in SR photos", "demo")
+        raise DataError(f"the built-in photos cannot be split: {e}; pass --data DIR") from None
     photos = parts["train_a"] + parts["train_b"] if split == "train" else parts["test"]
     return tuple(_from_array(p.name, p.load(max_side)) for p in photos)
 
