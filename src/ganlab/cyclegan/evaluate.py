@@ -174,13 +174,15 @@ def format_table(res: dict[str, Any]) -> str:
     core.metric_table; rows whose metric is absent (no testB, no ground truth) are left out."""
     from ganlab.core import metric_table as MT
 
-    lines = [f"{'':34s} {'PSNR dB':>8s} {'SSIM':>7s}"]
-    for name, p, s in EVAL_PAIRS:
-        if p in res:
-            lines.append(f"{name:34s} {MT.format(p, res[p]):>8s} {MT.format(s, res.get(s)):>7s}")
+    singles = []
     for k in EVAL_SINGLES:
         if k in res:
             m = MT.METRICS[k]
-            name = f"{m.label} ({m.note})" if m.note else m.label
-            lines.append(f"{name:34s} {MT.format(k, res[k]):>8s}")
+            singles.append((f"{m.label} ({m.note})" if m.note else m.label, MT.format(k, res[k])))
+    w = max([34, *(len(name) for name, _ in singles)])
+    lines = [f"{'':{w}s} {'PSNR dB':>8s} {'SSIM':>7s}"]
+    for name, p, s in EVAL_PAIRS:
+        if p in res:
+            lines.append(f"{name:{w}s} {MT.format(p, res[p]):>8s} {MT.format(s, res.get(s)):>7s}")
+    lines += [f"{name:{w}s} {value:>8s}" for name, value in singles]
     return "\n".join(lines)
