@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ganlab.cli.flags import add_config_flags
+from ganlab.core.config import load_yaml, merge, parse_set
+from ganlab.cyclegan.demo.run import run_demo
+from ganlab.cyclegan.evaluate import format_table
+from ganlab.sr.demo import run_sr_demo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,24 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.core.config import load_yaml, merge, parse_set
-
     # The demo's recipe (configs/demo/TASK.yaml) is the bottom layer; --config files and --set go on top.
     overrides: dict = {}
     for f in args.config:
         overrides = merge(overrides, load_yaml(f))
     overrides = merge(overrides, parse_set(args.overrides))
     if args.task == "sr":
-        from ganlab.sr.demo import run_sr_demo
-
         res = run_sr_demo(
             out=args.out or "runs/demo-sr", minutes=args.minutes, progress=not args.quiet, overrides=overrides
         )
         print(f"report: {res.get('report')}")
         return 0
-    from ganlab.cyclegan.demo.run import run_demo
-    from ganlab.cyclegan.evaluate import format_table
-
     res = run_demo(
         data=args.data or "data/demo",
         out=args.out or "runs/demo",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ganlab.cyclegan.evaluate import evaluate_run, format_table
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,8 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganlab.cyclegan.evaluate import evaluate_run, format_table
-
     res = evaluate_run(
         args.run,
         args.data,

@@ -26,7 +26,9 @@ def select_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+        raise DeviceError(
+            f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) are visible"
+        )
     if dev.type == "mps" and not _mps_available():
         raise DeviceError(f"device {name!r} requested but MPS is not available; use --device cpu or auto")
     return dev

@@ -1,6 +1,8 @@
 """The one error family. Every error a user can cause (a bad flag, config, file, checkpoint or device, a
 missing optional extra) is a :class:`GanlabError`; the CLI prints it as one line and exits with code 2."""
 
+import importlib
+
 
 class GanlabError(Exception):
     """A problem with the user's input (config, data, checkpoint, flags); the message says what."""
@@ -36,8 +38,6 @@ class MissingExtraError(GanlabError, ImportError):
 
 def require(module: str, feature: str, extra: str):
     """Import optional ``module`` or raise :class:`MissingExtraError` naming the extra to install."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:

@@ -30,6 +30,7 @@ from ganlab.core.config import diff, to_dict
 from ganlab.core.device import peak_memory_mb
 from ganlab.core.errors import ConfigError
 from ganlab.core.rundir import MetricsLog, RunDir, load_run_checkpoint, progress_meta
+from ganlab.core.tensorboard import TensorBoardLogger
 
 
 class Budget:
@@ -202,8 +203,6 @@ class TrainLoop:
         self.run.write_config(task.cfg)
         self.tb = None
         if settings.tensorboard:
-            from ganlab.core.tensorboard import TensorBoardLogger
-
             self.tb = TensorBoardLogger(self.run.root)
 
     def save(self, epoch: int, step_in_epoch: int, epoch_seconds: float = 0.0) -> Path:

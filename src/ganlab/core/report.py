@@ -38,18 +38,23 @@ def image_data_uri(img: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def figure_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
-    """PNG bytes of a matplotlib figure."""
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8)) -> tuple[Figure, Any]:
+    """A new figure and its axes, on the headless backend this module selects."""
+    return plt.subplots(nrows, ncols, figsize=figsize)
+
+
+def figure_png_bytes(fig: Figure, dpi: int = 100, close: bool = False) -> bytes:
+    """PNG bytes of a matplotlib figure; ``close`` frees the figure afterwards."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if close:
+        plt.close(fig)
     return buf.getvalue()
 
 
 def figure_data_uri(fig: Figure, dpi: int = 100, close: bool = False) -> str:
     """A matplotlib figure as a PNG data URI; ``close`` frees the figure afterwards."""
-    data = figure_png_bytes(fig, dpi)
-    if close:
-        plt.close(fig)
+    data = figure_png_bytes(fig, dpi, close)
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 

@@ -195,7 +195,9 @@ def _check_task(meta: dict[str, Any], path: Path, task: str | None) -> None:
         )
 
 
-def load_run_checkpoint(run_dir: str | Path, which: str | int = "latest", task: str | None = None) -> Checkpoint:
+def load_run_checkpoint(
+    run_dir: str | Path, which: str | int = "latest", task: str | None = None
+) -> Checkpoint:
     """The checkpoint ``which`` (latest or an epoch number) of a run, checked to be of ``task``."""
     path = RunDir(Path(run_dir)).resolve_checkpoint(which)
     ckpt = load_checkpoint(path)

@@ -191,5 +191,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
     Option("seed", "train.seed", "random seed", int),
     Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
-    Option("tensorboard", "train.tensorboard", "also log to RUN_DIR/tb (needs the tensorboard extra)", flag_value=True),
+    Option(
+        "tensorboard",
+        "train.tensorboard",
+        "also log to RUN_DIR/tb (needs the tensorboard extra)",
+        flag_value=True,
+    ),
 )

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ganlab.core import metric_table as MT
 from ganlab.core import metrics as M
 from ganlab.core.cost import count_params, gflops
 from ganlab.core.device import select_device
@@ -172,8 +173,6 @@ def format_table(res: dict[str, Any]) -> str:
     """`ganlab eval`'s text table of an ``evaluate_models``/``evaluate_run`` result: the PSNR/SSIM pairs
     beside their baselines, then the artifact and tint numbers. Labels and number formats come from
     core.metric_table; rows whose metric is absent (no testB, no ground truth) are left out."""
-    from ganlab.core import metric_table as MT
-
     singles = []
     for k in EVAL_SINGLES:
         if k in res:

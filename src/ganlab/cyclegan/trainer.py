@@ -35,7 +35,9 @@ class CycleGANTask(TrainTask):
 
     name = "cyclegan"
 
-    def __init__(self, cfg: CycleGANConfig, log: Callable[[str], None] = print, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: CycleGANConfig, log: Callable[[str], None] = print, progress: bool = True
+    ) -> None:
         self.cfg, self.log = cfg, log
         t = cfg.train
         self.device = select_device(t.device)
@@ -91,7 +93,9 @@ class CycleGANTask(TrainTask):
             f"B: {len(self.data.b)} | {self.steps_per_epoch()} steps/epoch"
         )
 
-    def begin_epoch(self, epoch: int, total: int | None, metrics: MetricsLog, log: Callable[[str], None]) -> None:
+    def begin_epoch(
+        self, epoch: int, total: int | None, metrics: MetricsLog, log: Callable[[str], None]
+    ) -> None:
         t = self.cfg.train
         phase = phase_at(t.schedule, epoch, t.total_epochs)
         if self.phase is None or phase[0] != self.phase[0]:
@@ -126,7 +130,12 @@ class CycleGANTask(TrainTask):
 
     def record_fields(self) -> dict[str, Any]:
         assert self.phase is not None
-        return {"weights": _weights(self.phase[1]), "phase": self.phase[0], "lr_g": self.lrs[0], "lr_d": self.lrs[1]}
+        return {
+            "weights": _weights(self.phase[1]),
+            "phase": self.phase[0],
+            "lr_g": self.lrs[0],
+            "lr_d": self.lrs[1],
+        }
 
     def postfix(self, losses: dict[str, float]) -> dict[str, float]:
         return {"G": losses["G_total"], "D": (losses["D_A"] + losses["D_B"]) / 2}
@@ -171,7 +180,9 @@ def _weights(w: Any) -> dict[str, float]:
 
 def settings(cfg: CycleGANConfig) -> LoopSettings:
     t = cfg.train
-    return LoopSettings(t.total_epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard)
+    return LoopSettings(
+        t.total_epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard
+    )
 
 
 def train(
@@ -196,5 +207,7 @@ def train(
         lambda c: Path("runs") / c.preset,
     )
     task = CycleGANTask(cfg, log=log, progress=progress)
-    loop = TrainLoop(task, settings(cfg), out, resume=ckpt, config_changes=changes, log=log, progress=progress)
+    loop = TrainLoop(
+        task, settings(cfg), out, resume=ckpt, config_changes=changes, log=log, progress=progress
+    )
     return loop.fit()

@@ -18,10 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ganlab.core import metric_table as MT
 from ganlab.core import report as R
+from ganlab.core.checkpoint import CheckpointError
+from ganlab.core.config import to_dict
+from ganlab.core.cost import count_params, gflops
+from ganlab.core.device import select_device
+from ganlab.core.errors import UserError
+from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb, tensor_to_pil
+from ganlab.core.rundir import RunDir, read_metrics
+from ganlab.cyclegan.evaluate import evaluate_run
+from ganlab.cyclegan.translate import collect_inputs, load_run_models, translate_tensor
 
 # Columns in table order. Labels and sort direction ("better first") of the metric columns come from
 # core.metric_table; the descriptive columns (the run's name and layout) are headed by their key and sort
@@ -52,12 +62,6 @@ LOSS_KEYS = ["G_gan_A2B", "G_gan_B2A", "cycle_A", "cycle_B", "idt_A", "idt_B", "
 CURVE_METRICS = ["eval_cycle_psnr", "eval_cycle_ssim", "eval_gt_psnr", "eval_gt_ssim"]
 
 
-def _user_error(msg: str) -> Exception:
-    from ganlab.core.errors import UserError
-
-    return UserError(msg)
-
-
 def architecture_summary(model: dict[str, Any]) -> str:
     return (
         f"{model['n_down']} down/up, {model['n_residual']} res, width {model['hidden']}, {model['upsample']}"
@@ -78,9 +82,9 @@ def parse_sort(spec: str) -> tuple[str, bool]:
     """``METRIC`` (natural direction), ``METRIC:asc`` or ``METRIC:desc`` -> (key, descending)."""
     key, _, order = spec.partition(":")
     if key not in SORTABLE:
-        raise _user_error(f"--sort: unknown metric {key!r}; choose from {', '.join(SORTABLE)}")
+        raise UserError(f"--sort: unknown metric {key!r}; choose from {', '.join(SORTABLE)}")
     if order not in ("", "asc", "desc"):
-        raise _user_error(f"--sort: order must be asc or desc, got {order!r}")
+        raise UserError(f"--sort: order must be asc or desc, got {order!r}")
     descending = MT.descending_by_default(key) if not order else order == "desc"
     return key, descending
 
@@ -119,10 +123,6 @@ def _eval_is_fresh(run: Path, ckpt: Path, root: Path | None, meta_epoch: int) ->
 def _run_stats(run: Path) -> dict[str, Any]:
     """Per-epoch time, epoch count and peak memory exactly as ``evaluate_run`` derives them (used when
     a run is not evaluated)."""
-    import numpy as np
-
-    from ganlab.core.rundir import read_metrics
-
     epochs = read_metrics(run, "epoch")
     secs = [r["seconds"] for r in epochs]
     return {
@@ -133,21 +133,17 @@ def _run_stats(run: Path) -> dict[str, Any]:
 
 
 def collect_images(images: list[str | Path]) -> list[Path]:
-    from ganlab.cyclegan.translate import collect_inputs
-
     try:
         files = [f for f, _ in collect_inputs(list(images))]
     except FileNotFoundError as e:
-        raise _user_error(str(e)) from None
+        raise UserError(str(e)) from None
     if not files:
-        raise _user_error(f"no images found in {', '.join(map(str, images))}")
+        raise UserError(f"no images found in {', '.join(map(str, images))}")
     return files
 
 
 def default_images(root: str | Path | None, n: int = 4, split: str = "testA") -> list[Path]:
     """Up to ``n`` images of ``root/split`` (falling back to trainA), for grids when none are given."""
-    from ganlab.core.images import list_images
-
     if root is None:
         return []
     for sub in (split, "trainA"):
@@ -162,20 +158,17 @@ def default_images(root: str | Path | None, n: int = 4, split: str = "testA") ->
 def _check_args(runs: list[Any], direction: str, sort: str | None, cell: int) -> None:
     """Refuse bad arguments before any run is loaded (a typo should not cost minutes of evaluation)."""
     if not runs:
-        raise _user_error("compare needs at least one run directory")
+        raise UserError("compare needs at least one run directory")
     if direction not in DIRECTIONS:
-        raise _user_error(f"--direction must be a2b or b2a, got {direction!r}")
+        raise UserError(f"--direction must be a2b or b2a, got {direction!r}")
     if sort is not None:
         parse_sort(sort)
     if cell < 16:
-        raise _user_error(f"--cell must be at least 16 pixels, got {cell}")
+        raise UserError(f"--cell must be at least 16 pixels, got {cell}")
 
 
 def _base_row(label: str, run: Path, models: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """One run's descriptive and cost columns; every image metric is present and None until evaluated."""
-    from ganlab.core.config import to_dict
-    from ganlab.core.cost import count_params, gflops
-
     # The same cost functions `ganlab info` (describe) uses, for the generator only: the
     # discriminators' FLOPs are not in the table and cost as much to count.
     cost_g = models["G_A2B"]
@@ -207,15 +200,12 @@ def _add_eval(row: dict[str, Any], res: dict[str, Any]) -> None:
 @torch.no_grad()
 def _translate_files(g: Any, files: list[Path], dev: torch.device, originals: list[Any]) -> list[Any]:
     """``g``'s translation of every file as PIL images; fills ``originals`` on the first run's pass."""
-    from ganlab.core.images import ImageReadError, pil_to_tensor, read_rgb, tensor_to_pil
-    from ganlab.cyclegan.translate import translate_tensor
-
     outs = []
     for f in files:
         try:
             x = pil_to_tensor(read_rgb(f))[None].to(dev)
         except ImageReadError as e:
-            raise _user_error(str(e)) from None
+            raise UserError(str(e)) from None
         if len(originals) < len(files):
             originals.append(tensor_to_pil(x[0]))
         outs.append(tensor_to_pil(translate_tensor(g, x)[0].cpu()))
@@ -244,12 +234,6 @@ def compare_runs(
     ``data``: data root for evaluation (default: each run's own). ``evaluate=False`` only reuses
     up-to-date eval.json files and leaves the image metrics blank otherwise.
     """
-    from ganlab.core.checkpoint import CheckpointError
-    from ganlab.core.device import select_device
-    from ganlab.core.rundir import RunDir
-    from ganlab.cyclegan.evaluate import evaluate_run
-    from ganlab.cyclegan.translate import load_run_models
-
     _check_args(runs, direction, sort, cell)
     paths = [Path(r) for r in runs]
     labels = run_labels(paths)
@@ -266,7 +250,7 @@ def compare_runs(
             ckpt = RunDir(run).resolve_checkpoint("latest")
             models, cfg, meta = load_run_models(run, "latest", dev)
         except CheckpointError as e:
-            raise _user_error(f"{run}: {e}") from None
+            raise UserError(f"{run}: {e}") from None
         row = _base_row(label, run, models, cfg, meta)
         root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
         res = _eval_is_fresh(run, ckpt, root, meta["epoch"])
@@ -312,10 +296,6 @@ def write_outputs(
     title: str,
 ) -> list[str]:
     """Tables, figures and the HTML report; returns the file names written."""
-    import matplotlib.pyplot as plt
-
-    from ganlab.core.rundir import read_metrics
-
     written = []
     R.write_text_atomic(out / "table.md", R.markdown_table(rows, SUMMARY_COLUMNS, headers=HEADERS))
     R.write_text_atomic(out / "table.csv", to_csv(rows))
@@ -350,8 +330,7 @@ def write_outputs(
         fig = R.plot_metric_curves(records, keys, phase_epochs=phases)
         figures.append(("metrics.png", "Evaluation during training", fig))
     for name, heading, fig in figures:
-        png = R.figure_png_bytes(fig)  # rendered once for both the file and the page
-        plt.close(fig)
+        png = R.figure_png_bytes(fig, close=True)  # rendered once for both the file and the page
         (out / name).write_bytes(png)
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         sections.append((heading, R.img_tag(uri, heading)))

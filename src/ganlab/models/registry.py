@@ -35,7 +35,9 @@ class Preset:
 _PRESETS: dict[str, Preset] = {}
 
 
-def register_preset(name: str, factory: Callable[[], Any], task: Task = "cyclegan", summary: str = "") -> None:
+def register_preset(
+    name: str, factory: Callable[[], Any], task: Task = "cyclegan", summary: str = ""
+) -> None:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     _PRESETS[name] = Preset(name, task, factory, summary)

@@ -150,5 +150,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", "train.seed", "random seed", int),
     Option("batch_size", "train.batch_size", "images per step", int),
     Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
-    Option("tensorboard", "train.tensorboard", "also log to RUN_DIR/tb (needs the tensorboard extra)", flag_value=True),
+    Option(
+        "tensorboard",
+        "train.tensorboard",
+        "also log to RUN_DIR/tb (needs the tensorboard extra)",
+        flag_value=True,
+    ),
 )

@@ -61,11 +61,9 @@ def comparison_grid(
 
 def curves_figure(run_dir: Path) -> Any:
     """Training loss per logged step, and Y-PSNR per epoch against the bicubic line."""
-    import matplotlib.pyplot as plt
-
     steps = read_metrics(run_dir, "step")
     epochs = read_metrics(run_dir, "epoch")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (a, b) = R.subplots(1, 2, figsize=(10, 3.4))
     if steps:
         a.plot([r["step"] for r in steps], [r["pixel"] for r in steps], linewidth=0.8)
         a.set_yscale("log")

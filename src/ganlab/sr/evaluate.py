@@ -20,6 +20,7 @@ from torch import nn
 
 from ganlab.core.checkpoint import Checkpoint, load_module_state
 from ganlab.core.device import select_device
+from ganlab.core.metric_table import format as fmt
 from ganlab.core.metrics import psnr_y, ssim_y
 from ganlab.core.rundir import load_run_checkpoint
 from ganlab.models.sr import SRResNet
@@ -135,7 +136,6 @@ def evaluate_run(
 
 def format_table(res: dict[str, Any]) -> str:
     """Per-image and mean rows: PSNR-Y / SSIM-Y of the model vs bicubic (formats from core.metric_table)."""
-    from ganlab.core.metric_table import format as fmt
 
     def cells(e: dict[str, Any]) -> str:
         return (

@@ -11,8 +11,10 @@ from PIL import Image
 
 from ganlab.core import metric_table as MT
 from ganlab.core import report as R
+from ganlab.core.config import from_dict, load_yaml
 from ganlab.core.images import list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
 from ganlab.core.rundir import read_metrics
+from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.schedule import phase_boundaries
 from ganlab.cyclegan.step import LOSS_KEYS
 from ganlab.cyclegan.translate import load_run_models
@@ -104,9 +106,6 @@ def verdict(res: dict[str, Any]) -> str:
 
 def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
     """Write RUN_DIR/report.html and RUN_DIR/demo_grid.png; returns the report path."""
-    from ganlab.core.config import from_dict, load_yaml
-    from ganlab.cyclegan.config import CycleGANConfig
-
     run_dir = Path(run_dir)
     cfg = from_dict(CycleGANConfig, load_yaml(run_dir / "config.yaml"))
     epochs = read_metrics(run_dir, "epoch")
