@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganlab.core.checkpoint import Checkpoint, restore
-from ganlab.core.config import diff, to_dict
+from ganlab.core.config import Option, diff, to_dict
 from ganlab.core.device import peak_memory_mb
 from ganlab.core.errors import ConfigError
 from ganlab.core.rundir import MetricsLog, RunDir, load_run_checkpoint, progress_meta
@@ -74,6 +74,22 @@ class StopFlag:
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+
+
+# Flags every task's train command has: the train.* keys the shared loop and device code read.
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
+    Option("batch_size", "train.batch_size", "images per step", int),
+    Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
+    Option("seed", "train.seed", "random seed", int),
+    Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
+    Option(
+        "tensorboard",
+        "train.tensorboard",
+        "also log to RUN_DIR/tb (needs the tensorboard extra)",
+        flag_value=True,
+    ),
+)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from ganlab.core.augment import make_augment
 from ganlab.core.config import Option, from_dict, load_yaml, merge, to_dict
 from ganlab.core.errors import ConfigError
+from ganlab.core.loop import COMMON_OPTIONS
 from ganlab.models.discriminator import PatchGANConfig
 from ganlab.models.generator import GeneratorConfig
 from ganlab.models.registry import preset_config
@@ -185,16 +186,5 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_b", "data.b", "folder of domain B images (instead of --data)"),
     Option("epochs", "train.epochs", "epochs at constant learning rate", int),
     Option("epochs_decay", "train.epochs_decay", "then linear lr decay over this many epochs", int),
-    Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
     Option("size", "data.size", "random crop size", int),
-    Option("batch_size", "train.batch_size", "images per step", int),
-    Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
-    Option("seed", "train.seed", "random seed", int),
-    Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
-    Option(
-        "tensorboard",
-        "train.tensorboard",
-        "also log to RUN_DIR/tb (needs the tensorboard extra)",
-        flag_value=True,
-    ),
-)
+) + COMMON_OPTIONS

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ganlab.core.config import ConfigError, Option, from_dict, load_yaml, merge, to_dict
+from ganlab.core.loop import COMMON_OPTIONS
 from ganlab.models.registry import preset_config
 from ganlab.models.sr import SRDiscriminatorConfig, SRResNetConfig
 
@@ -144,16 +145,5 @@ OPTIONS: tuple[Option, ...] = (
     Option("scale", "model.scale", "upscaling factor", int, (2, 3, 4, 8)),
     Option("stage", "train.stage", "pixel: SRResNet; gan: SRGAN fine-tuning", str, ("pixel", "gan")),
     Option("epochs", "train.epochs", "epochs of train.steps_per_epoch steps", int),
-    Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
     Option("vgg_weights", "train.vgg_weights", "local torchvision-layout vgg19 weights: perceptual loss"),
-    Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
-    Option("seed", "train.seed", "random seed", int),
-    Option("batch_size", "train.batch_size", "images per step", int),
-    Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
-    Option(
-        "tensorboard",
-        "train.tensorboard",
-        "also log to RUN_DIR/tb (needs the tensorboard extra)",
-        flag_value=True,
-    ),
-)
+) + COMMON_OPTIONS
