@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ganlab.cyclegan.config import build_cyclegan_config
 from ganlab.core.cost import count_params, gflops
-from ganlab.cyclegan.trainer import train
-from ganlab.cyclegan.step import build_models
 from ganlab.core.rundir import read_metrics
+from ganlab.cyclegan.config import build_cyclegan_config
+from ganlab.cyclegan.step import build_models
+from ganlab.cyclegan.trainer import train
 
 
 def _cpu_seconds() -> float:

@@ -48,7 +48,10 @@ def test_download_offline_is_a_clear_error(tmp_path, capsys) -> None:
     "argv, needle",
     [
         (["translate", "x.png", "--run", "RUN", "--out", "o", "--device", "cuda:7"], "device 'cuda:7'"),
-        (["sr", "upscale", "x.png", "--run", "RUN", "--out", "o", "--device", "cuda"], "CUDA is not available"),
+        (
+            ["sr", "upscale", "x.png", "--run", "RUN", "--out", "o", "--device", "cuda"],
+            "CUDA is not available",
+        ),
         (["train", "--data", "D", "--device", "tpu"], "device"),
         (["info", "--preset", "nope"], "unknown preset 'nope'"),
         (["eval", "--run", "no/such/run"], "run directory not found"),
