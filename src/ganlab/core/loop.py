@@ -152,8 +152,9 @@ class TrainTask:
         """The batches of ``epoch`` from step ``start`` on (a pure function of seed and epoch)."""
         raise NotImplementedError
 
-    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, float]:
-        """One update; ``progress`` in [0, 1] is how much of the run is done. Returns every loss term."""
+    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, Any]:
+        """One update; ``progress`` in [0, 1] is how much of the run is done. Returns every loss term
+        (floats, or 0-d tensors that the loop reads only when it writes a record)."""
         raise NotImplementedError
 
     def record_fields(self) -> dict[str, Any]:
@@ -194,7 +195,7 @@ class TrainLoop:
         self.run = RunDir(Path(out))
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.train_seconds = 0.0  # training time of earlier invocations (the budget spans them)
-        self.sums: dict[str, float] = {}  # loss sums of the epoch in progress (kept across resume)
+        self.sums: dict[str, Any] = {}  # loss sums of the epoch in progress (kept across resume)
         self.epoch_seconds = 0.0  # time spent in the epoch in progress by earlier invocations
         self.run.create()
         if resume is None and self.run.metrics_path.exists():
@@ -227,7 +228,7 @@ class TrainLoop:
             self.task.name, self.task.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
         )
         if step_in_epoch:
-            meta.update(epoch_sums=self.sums, epoch_seconds=epoch_seconds)
+            meta.update(epoch_sums={k: float(v) for k, v in self.sums.items()}, epoch_seconds=epoch_seconds)
         s = self.settings
         return self.run.save(
             epoch,
@@ -303,21 +304,19 @@ class TrainLoop:
             losses = task.step(batch, self.run_progress(), self.global_step)
             self.step_in_epoch += 1
             self.global_step += 1
+            # Losses stay on the device (0-d tensors) and are summed there: reading them every step
+            # would wait for the device each time. They are read when a record is written.
             for k, v in losses.items():
-                self.sums[k] = self.sums.get(k, 0.0) + v
-            if self.global_step % s.log_every == 0:
-                rec = {
-                    "type": "step",
-                    "epoch": epoch,
-                    "step": self.global_step,
-                    **losses,
-                    **task.record_fields(),
-                }
-                self.metrics.write(rec)
-            postfix = {k: f"{v:.4g}" for k, v in task.postfix(losses).items()}
-            if s.minutes is not None:
-                postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
-            bar.set_postfix(postfix)
+                self.sums[k] = self.sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+            if self.global_step % s.log_every == 0 or self.step_in_epoch == 1:
+                values = {k: float(v) for k, v in losses.items()}
+                if self.global_step % s.log_every == 0:
+                    rec = {"type": "step", "epoch": epoch, "step": self.global_step, **values}
+                    self.metrics.write({**rec, **task.record_fields()})
+                postfix = {k: f"{v:.4g}" for k, v in task.postfix(values).items()}
+                if s.minutes is not None:
+                    postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
+                bar.set_postfix(postfix, refresh=False)
             bar.update(1)
             if stop.requested or self.budget.expired():
                 break
@@ -332,7 +331,7 @@ class TrainLoop:
 
     def _end_epoch(self, epoch: int, steps: int, seconds: float) -> Path:
         task = self.task
-        means = {k: v / max(1, self.step_in_epoch) for k, v in self.sums.items()}
+        means = {k: float(v) / max(1, self.step_in_epoch) for k, v in self.sums.items()}
         self.epoch, self.step_in_epoch, self.sums, self.epoch_seconds = epoch, 0, {}, 0.0
         record = {
             "type": "epoch",

@@ -65,6 +65,12 @@ def _requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def can_batch(norm: str) -> bool:
+    """Whether several inputs may share one call of a network with this norm: exact for per-sample norms
+    (instance, none), not for batch norm, whose statistics would mix the inputs."""
+    return norm != "batch"
+
+
 def train_step(
     models: nn.ModuleDict,
     opts: dict[str, torch.optim.Optimizer],
@@ -76,32 +82,46 @@ def train_step(
     amp: Callable[[], Any],
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     cycle_blur: float = 0.0,
-) -> dict[str, float]:
-    """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term.
+    batch_g: bool = False,
+    batch_d: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term as a detached
+    0-d tensor (read them when logging: reading each one every step waits for the device).
 
     ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike;
-    ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma (losses.cycle_l1)."""
+    ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma (losses.cycle_l1).
+    ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
+    concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
     aug = augment or (lambda x: x)
+    n, identity = real_a.shape[0], w.identity > 0
 
     # --- Generators: fool the discriminators, reconstruct through the cycle, keep in-domain images.
     _requires_grad(d_a, False)
     _requires_grad(d_b, False)
     opts["G"].zero_grad(set_to_none=True)
     with amp():
-        fake_b = g_ab(real_a)  # A -> B
-        rec_a = g_ba(fake_b)  # A -> B -> A
-        fake_a = g_ba(real_b)  # B -> A
+        if batch_g:
+            # G_A2B on (real A, real B): (2N, 3, S, S) -> fake B and the identity of B; G_B2A then on
+            # (real B, fake B, real A): fake A, the A -> B -> A reconstruction and the identity of A.
+            fake_b, idt_b = _split(g_ab(torch.cat([real_a, real_b] if identity else [real_a])), n, 2)
+            fake_a, rec_a, idt_a = _split(
+                g_ba(torch.cat([real_b, fake_b, real_a][: 3 if identity else 2])), n, 3
+            )
+        else:
+            fake_b = g_ab(real_a)  # A -> B
+            rec_a = g_ba(fake_b)  # A -> B -> A
+            fake_a = g_ba(real_b)  # B -> A
+            # An image already in the target domain should pass unchanged (colour preservation).
+            idt_a, idt_b = (g_ba(real_a), g_ab(real_b)) if identity else (None, None)
         rec_b = g_ab(fake_a)  # B -> A -> B
         loss_gan_ab = gan_loss(gan_kind, d_b(aug(fake_b)), True, for_discriminator=False)
         loss_gan_ba = gan_loss(gan_kind, d_a(aug(fake_a)), True, for_discriminator=False)
         loss_cyc_a = cycle_l1(rec_a, real_a, cycle_blur)
         loss_cyc_b = cycle_l1(rec_b, real_b, cycle_blur)
-        if w.identity > 0:
-            # An image already in the target domain should pass unchanged (colour preservation).
-            loss_idt_a, loss_idt_b = l1(g_ba(real_a), real_a), l1(g_ab(real_b), real_b)
-        else:
-            loss_idt_a = loss_idt_b = torch.zeros((), device=real_a.device)
+        zero = torch.zeros((), device=real_a.device)
+        loss_idt_a = l1(idt_a, real_a) if idt_a is not None else zero
+        loss_idt_b = l1(idt_b, real_b) if idt_b is not None else zero
     loss_g = (
         w.gan * (loss_gan_ab + loss_gan_ba)
         + w.cycle * (loss_cyc_a + loss_cyc_b)
@@ -110,19 +130,10 @@ def train_step(
     loss_g.backward()
     opts["G"].step()
 
-    # --- Discriminators: real vs (pooled) fake, halved so D learns at half G's rate (reference).
-    _requires_grad(d_a, True)
-    _requires_grad(d_b, True)
-    d_losses = {}
-    for name, disc, real, fake in (("D_A", d_a, real_a, fake_a), ("D_B", d_b, real_b, fake_b)):
-        opts[name].zero_grad(set_to_none=True)
-        pooled = pools[name].query(fake.detach())
-        with amp():
-            real_score, fake_score = disc(aug(real)), disc(aug(pooled))
-            loss_d = 0.5 * (gan_loss(gan_kind, real_score, True) + gan_loss(gan_kind, fake_score, False))
-        loss_d.backward()
-        opts[name].step()
-        d_losses[name] = loss_d
+    # --- Discriminators: real vs (pooled) fake.
+    d_losses = discriminator_step(
+        models, opts, (real_a, real_b), (fake_a, fake_b), gan_kind, pools, amp, aug, batch_d
+    )
 
     out = {
         "G_gan_A2B": loss_gan_ab,
@@ -134,4 +145,42 @@ def train_step(
         "G_total": loss_g,
         **d_losses,
     }
-    return {k: float(v.detach()) for k, v in out.items()}
+    return {k: v.detach() for k, v in out.items()}
+
+
+def discriminator_step(
+    models: nn.ModuleDict,
+    opts: dict[str, torch.optim.Optimizer],
+    reals: tuple[torch.Tensor, torch.Tensor],
+    fakes: tuple[torch.Tensor, torch.Tensor],
+    gan_kind: str,
+    pools: dict[str, ImagePool],
+    amp: Callable[[], Any],
+    aug: Callable[[torch.Tensor], torch.Tensor],
+    batch_d: bool,
+) -> dict[str, torch.Tensor]:
+    """Update D_A on (real A, pooled fake A) and D_B on (real B, pooled fake B); each loss is halved so D
+    learns at half G's rate (reference). reals, fakes: (A, B) pairs of (N, 3, S, S)."""
+    n = reals[0].shape[0]
+    d_losses = {}
+    for name, real, fake in (("D_A", reals[0], fakes[0]), ("D_B", reals[1], fakes[1])):
+        disc = models[name]
+        _requires_grad(disc, True)
+        opts[name].zero_grad(set_to_none=True)
+        pooled = pools[name].query(fake.detach())
+        with amp():
+            if batch_d:
+                real_score, fake_score = disc(aug(torch.cat([real, pooled]))).split(n)
+            else:
+                real_score, fake_score = disc(aug(real)), disc(aug(pooled))
+            loss_d = 0.5 * (gan_loss(gan_kind, real_score, True) + gan_loss(gan_kind, fake_score, False))
+        loss_d.backward()
+        opts[name].step()
+        d_losses[name] = loss_d
+    return d_losses
+
+
+def _split(x: torch.Tensor, n: int, k: int) -> list[torch.Tensor | None]:
+    """(j*N, ...) -> j chunks of N, padded with None up to ``k`` (the identity pass when it is off)."""
+    parts: list[torch.Tensor | None] = list(x.split(n))
+    return parts + [None] * (k - len(parts))

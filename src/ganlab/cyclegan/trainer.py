@@ -24,7 +24,7 @@ from ganlab.cyclegan.evaluate import evaluate_models
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.samples import sample_grid, sample_images
 from ganlab.cyclegan.schedule import phase_at
-from ganlab.cyclegan.step import build_models, build_optimizers, set_learning_rates, train_step
+from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, set_learning_rates, train_step
 
 ARCHITECTURE_SECTIONS = ("model", "disc")
 SUMMARY_EVAL = ("eval_cycle_psnr", "eval_cycle_ssim", "eval_gt_psnr", "eval_gt_ssim")
@@ -51,6 +51,10 @@ class CycleGANTask(TrainTask):
         self.pools = {k: ImagePool(t.pool_size, seed=t.seed + i) for i, k in enumerate(("D_A", "D_B"))}
         self.samples_a, self.samples_b = sample_images(self.data, t.samples)
         self._baselines: dict[str, float] | None = None  # eval baselines, model-independent
+        # Passes sharing a network's weights run as one call on CUDA (fewer, larger kernels); on CPU the
+        # larger activations fall out of cache and the step got slower (docs/performance.md).
+        batch = self.device.type == "cuda"
+        self.batch_passes = (batch and can_batch(cfg.model.norm), batch and can_batch(cfg.disc.norm))
         self.phase: tuple[int, Any] | None = None  # (index, weights) in force
         self.lrs = (0.0, 0.0)
 
@@ -109,7 +113,7 @@ class CycleGANTask(TrainTask):
     def batches(self, epoch: int, start: int) -> Iterable[Any]:
         return self.data.loader(self.cfg.train.seed, epoch, self.cfg.train.batch_size, skip_batches=start)
 
-    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, float]:
+    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, torch.Tensor]:
         t = self.cfg.train
         assert self.phase is not None
         losses = train_step(
@@ -123,6 +127,7 @@ class CycleGANTask(TrainTask):
             lambda: autocast(self.device, t.precision),
             self.augment,
             t.cycle_blur,
+            *self.batch_passes,
         )
         if self.ema is not None:
             update_ema(self.ema, self.models, t.ema_decay, global_step)

@@ -3,7 +3,7 @@
 Stage ``pixel``: the generator on an L1 or MSE pixel loss. Stage ``gan``: the generator on content loss
 (pixel and/or VGG19 phi_5,4 perceptual MSE) plus 1e-3 x adversarial loss (paper eq. 3), then the
 discriminator on real HR vs generated SR. :func:`train_step` reads top to bottom in that order and
-returns its losses as floats; all long-lived state is passed in, nothing is kept per step.
+returns its losses as tensors; all long-lived state is passed in, nothing is kept per step.
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ class SRModels:
 
 def train_step(
     m: SRModels, lr_img: torch.Tensor, hr_img: torch.Tensor, t: SRTrainConfig, amp: Callable[[], Any]
-) -> dict[str, float]:
-    """One update. lr_img: (N, 3, S/s, S/s), hr_img: (N, 3, S, S), both in [0, 1]. Returns every loss."""
+) -> dict[str, torch.Tensor]:
+    """One update. lr_img: (N, 3, S/s, S/s), hr_img: (N, 3, S, S), both in [0, 1]. Returns every loss as
+    a detached 0-d tensor (read them when logging: reading each one every step waits for the device)."""
     gan = t.stage == "gan"
     d = m.discriminator
     out: dict[str, torch.Tensor] = {}
@@ -120,7 +121,7 @@ def train_step(
         out["d_real"], out["d_fake"] = real_score.mean(), fake_score.mean()
         out["loss_d"].backward()
         m.opt_d.step()
-    return {k: float(v.detach()) for k, v in out.items()}
+    return {k: v.detach() for k, v in out.items()}
 
 
 def lr_factor(t: SRTrainConfig, progress: float) -> float:

@@ -116,7 +116,7 @@ class SRTask(TrainTask):
         for step in range(start, t.steps_per_epoch):
             yield self.sampler.batch(epoch, step, t.batch_size)
 
-    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, float]:
+    def step(self, batch: Any, progress: float, global_step: int) -> dict[str, torch.Tensor]:
         t = self.cfg.train
         self.lr = t.lr * lr_factor(t, progress)
         for opt in self.models.optimizers().values():

@@ -1,0 +1,59 @@
+"""The CycleGAN step's fast options give the same update as the plain one."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ganlab.core.device import autocast
+from ganlab.cyclegan.config import build_cyclegan_config
+from ganlab.cyclegan.pool import ImagePool
+from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, train_step
+
+
+def _tiny(norm: str = "instance", identity: float = 0.5):
+    cfg = build_cyclegan_config(
+        preset="model2",
+        overrides={
+            "model": {"hidden": 8, "norm": norm},
+            "disc": {"hidden": 8, "n_layers": 2, "norm": norm},
+            "train": {"pool_size": 0, "schedule": [{"start": 1, "identity": identity}]},
+        },
+    )
+    torch.manual_seed(0)
+    models = build_models(cfg)
+    return cfg, models
+
+
+def _step(cfg, models, batch_g: bool, batch_d: bool) -> dict[str, torch.Tensor]:
+    opts = build_optimizers(models, cfg.train)
+    pools = {k: ImagePool(0) for k in ("D_A", "D_B")}
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.rand(2, 3, 16, 16, generator=g) * 2 - 1 for _ in range(2))
+    amp = lambda: autocast(torch.device("cpu"), "fp32")  # noqa: E731
+    w = cfg.train.schedule[0]
+    return train_step(models, opts, a, b, w, "lsgan", pools, amp, batch_g=batch_g, batch_d=batch_d)
+
+
+@pytest.mark.parametrize("identity", [0.5, 0.0])
+def test_batched_passes_give_the_same_update(identity: float) -> None:
+    cfg, plain = _tiny(identity=identity)
+    fast = copy.deepcopy(plain)
+    losses_plain = _step(cfg, plain, False, False)
+    losses_fast = _step(cfg, fast, True, True)
+    for k in losses_plain:
+        assert float(losses_fast[k]) == pytest.approx(float(losses_plain[k]), rel=1e-5, abs=1e-6), k
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_losses_are_device_tensors_not_floats() -> None:
+    cfg, models = _tiny()
+    losses = _step(cfg, models, False, False)
+    assert all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad for v in losses.values())
+
+
+def test_batch_norm_is_never_batched_across_passes() -> None:
+    assert can_batch("instance") and can_batch("none") and not can_batch("batch")
