@@ -6,7 +6,6 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from ganlab.core.config import to_dict
@@ -79,22 +78,6 @@ def test_plan_epochs_fits_budget() -> None:
     assert steps * 0.5 <= 10 * 60 and steps * 0.5 > 0.6 * 10 * 60
     assert epochs - decay in (0, 1)
     assert plan_epochs(100.0, 0.1, 40) == (1, 1)  # never fewer than 2 epochs
-
-
-@pytest.mark.parametrize(("bf16_seconds", "expected"), [(0.30, "bf16"), (0.46, "fp32"), (None, "fp32")])
-def test_demo_trains_in_bf16_only_where_it_is_faster(monkeypatch, bf16_seconds, expected) -> None:
-    def fake_measure(cfg, device, steps=3):
-        assert cfg.train.precision == "bf16"
-        if bf16_seconds is None:
-            raise RuntimeError("no bf16 kernels")
-        return bf16_seconds
-
-    monkeypatch.setattr(demo_mod, "measure_step_seconds", fake_measure)
-    cfg = demo_config(Path("unused"), 10.0)
-    assert cfg.train.precision == "fp32"
-    chosen, seconds = demo_mod._faster_precision(cfg, torch.device("cpu"), 0.5, log=lambda s: None)
-    assert chosen.train.precision == expected
-    assert seconds == (bf16_seconds if expected == "bf16" else 0.5)
 
 
 def test_tiny_demo_writes_report_and_eval(tmp_path: Path, monkeypatch) -> None:

@@ -82,7 +82,13 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("batch_size", "train.batch_size", "images per step", int),
     Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
     Option("seed", "train.seed", "random seed", int),
-    Option("precision", "train.precision", "autocast precision", str, ("fp32", "bf16")),
+    Option(
+        "precision",
+        "train.precision",
+        "auto: bf16 where the hardware has it, else fp32",
+        str,
+        ("auto", "fp32", "bf16"),
+    ),
     Option(
         "tensorboard",
         "train.tensorboard",

@@ -13,7 +13,7 @@ from torch import nn
 
 from ganlab.core.augment import make_augment
 from ganlab.core.checkpoint import Checkpoint, load_module_state, restore
-from ganlab.core.device import autocast, select_device, set_threads
+from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
 from ganlab.core.images import save_image
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
 from ganlab.core.rundir import MetricsLog, RunDir
@@ -41,6 +41,7 @@ class CycleGANTask(TrainTask):
         self.cfg, self.log = cfg, log
         t = cfg.train
         self.device = select_device(t.device)
+        self.precision = resolve_precision(t.precision, self.device, log)
         set_threads(t.threads)
         self.data = load_unpaired(cfg.data, warn=log, progress=progress)
         torch.manual_seed(t.seed)
@@ -124,7 +125,7 @@ class CycleGANTask(TrainTask):
             self.phase[1],
             t.gan_loss,
             self.pools,
-            lambda: autocast(self.device, t.precision),
+            lambda: autocast(self.device, self.precision),
             self.augment,
             t.cycle_blur,
             *self.batch_passes,

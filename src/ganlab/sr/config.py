@@ -60,7 +60,7 @@ class SRTrainConfig:
     grad_clip: float | None = None  # clip generator gradient norm (None: off)
     seed: int = 0
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
     threads: int | None = None  # CPU threads for PyTorch (None: its default, one per core)
     log_every: int = 10  # steps between metrics.jsonl step records
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)

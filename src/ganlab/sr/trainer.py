@@ -13,7 +13,7 @@ from torch import nn
 
 from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import merge, to_dict
-from ganlab.core.device import autocast, select_device, set_threads
+from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
 from ganlab.core.errors import CheckpointError, ConfigError
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
 from ganlab.core.rundir import MetricsLog, load_run_checkpoint, run_meta
@@ -55,6 +55,7 @@ class SRTask(TrainTask):
         self.cfg, self.log = cfg, log
         t, d = cfg.train, cfg.data
         self.device = select_device(t.device)
+        self.precision = resolve_precision(t.precision, self.device, log)
         set_threads(t.threads)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg, self.device)
@@ -123,7 +124,7 @@ class SRTask(TrainTask):
             for g in opt.param_groups:
                 g["lr"], g["betas"] = self.lr, t.betas
         lr_img, hr_img = (v.to(self.device).contiguous(memory_format=self.memory_format) for v in batch)
-        return train_step(self.models, lr_img, hr_img, t, lambda: autocast(self.device, t.precision))
+        return train_step(self.models, lr_img, hr_img, t, lambda: autocast(self.device, self.precision))
 
     def record_fields(self) -> dict[str, Any]:
         return {"lr": self.lr}

@@ -8,7 +8,6 @@ evaluates against the ground truth and baselines, and writes a self-contained re
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import torch
 
 from ganlab.core.augment import make_augment
 from ganlab.core.config import load_yaml, merge, to_dict
-from ganlab.core.device import autocast, select_device
+from ganlab.core.device import autocast, resolve_precision, select_device
 from ganlab.core.rundir import RunDir
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
 from ganlab.cyclegan.demo.data import ensure_demo_dataset
@@ -59,8 +58,10 @@ def measure_step_seconds(cfg: CycleGANConfig, device: torch.device, steps: int =
     shape = (cfg.train.batch_size, 3, cfg.data.size, cfg.data.size)
     a, b = torch.rand(shape, device=device) * 2 - 1, torch.rand(shape, device=device) * 2 - 1
 
+    precision = resolve_precision(cfg.train.precision, device)
+
     def amp():
-        return autocast(device, cfg.train.precision)
+        return autocast(device, precision)
 
     w = cfg.train.schedule[0]
     aug = make_augment(cfg.train.augment)
@@ -70,22 +71,6 @@ def measure_step_seconds(cfg: CycleGANConfig, device: torch.device, steps: int =
             t0 = time.perf_counter()
         train_step(models, opts, a, b, w, cfg.train.gan_loss, pools, amp, aug, cfg.train.cycle_blur)
     return (time.perf_counter() - t0) / steps
-
-
-def _faster_precision(
-    cfg: CycleGANConfig, device: torch.device, fp32_seconds: float, log: Callable[[str], None]
-) -> tuple[CycleGANConfig, float]:
-    """(cfg with train.precision "bf16" if a bf16 step is at least 10% faster, that step's seconds)."""
-    bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision="bf16"))
-    try:
-        bf16_seconds = measure_step_seconds(bf16, device)
-    except RuntimeError as e:  # a device or build without bf16 kernels
-        log(f"demo: bf16 unavailable here ({e}); training in fp32")
-        return cfg, fp32_seconds
-    if bf16_seconds < 0.9 * fp32_seconds:
-        log(f"demo: bf16 {bf16_seconds:.2f} s/step against fp32 {fp32_seconds:.2f}: training in bf16")
-        return bf16, bf16_seconds
-    return cfg, fp32_seconds
 
 
 def plan_epochs(step_seconds: float, minutes: float, steps_per_epoch: int) -> tuple[int, int]:
@@ -101,8 +86,8 @@ def _plan_training(
     """(cfg, constant epochs, decay epochs, minutes left) for a ``minutes`` budget started at ``t_start``.
 
     ``train.epochs`` in ``overrides`` fixes the length (with ``train.epochs_decay``, default 0) and skips
-    the measuring. Otherwise the step is timed on this machine (in bf16 too, unless ``train.precision`` is
-    given) and the epochs are planned to fit what is left of the budget. Either way the budget caps training.
+    the measuring. Otherwise the step is timed on this machine (at the precision ``auto`` picks for it) and
+    the epochs are planned to fit what is left of the budget. Either way the budget caps training.
     """
     device = select_device(cfg.train.device)
     steps_per_epoch = cfg.train.max_steps_per_epoch or 100
@@ -110,14 +95,10 @@ def _plan_training(
         epochs, decay = cfg.train.epochs, cfg.train.epochs_decay
         log(
             f"demo: {epochs} + {decay} epochs of {steps_per_epoch} steps as set, on {device} in "
-            f"{cfg.train.precision}; the {minutes:g}-minute budget is a cap"
+            f"{resolve_precision(cfg.train.precision, device)}; the {minutes:g}-minute budget is a cap"
         )
         return cfg, epochs, decay, minutes - (time.monotonic() - t_start) / 60
     step_s = measure_step_seconds(cfg, device)
-    if "precision" not in overrides.get("train", {}):
-        # bf16 autocast buys more steps where the hardware has bf16 units and costs time where it is
-        # emulated; measure both, keep the faster.
-        cfg, step_s = _faster_precision(cfg, device, step_s, log)
     # The time spent so far (data build, measuring) counts against the budget too.
     left = minutes - (time.monotonic() - t_start) / 60
     epochs, decay = plan_epochs(step_s, left, steps_per_epoch)
