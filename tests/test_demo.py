@@ -126,18 +126,36 @@ def test_tiny_demo_writes_report_and_eval(tmp_path: Path, monkeypatch) -> None:
     assert (out / "demo_grid.png").is_file()
 
 
+def _iv(mean: float, half: float) -> dict:
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": 48, "level": 0.95}
+
+
 @pytest.mark.parametrize(
     "gt, expected",
     [
-        ({"gt_psnr": 18.9, "gt_ssim": 0.60}, "not yet closer"),  # PSNR below the identity
-        ({"gt_psnr": 19.2, "gt_ssim": 0.58}, "not yet closer"),  # SSIM below the identity
-        ({"gt_psnr": 19.2, "gt_ssim": 0.60}, "not the oracle colour map"),
-        ({"gt_psnr": 20.0, "gt_ssim": 0.62}, "both baselines"),
+        # Below the identity in PSNR (whole interval below zero).
+        ({"gt_psnr": 18.9, "gt_ssim": 0.60, "p": _iv(-0.1, 0.05), "s": _iv(0.01, 0.005)}, "further from"),
+        # SSIM below the identity.
+        ({"gt_psnr": 19.2, "gt_ssim": 0.58, "p": _iv(0.2, 0.05), "s": _iv(-0.01, 0.005)}, "further from"),
+        # A model that is the identity: +0.0005 dB, interval across zero.
+        (
+            {"gt_psnr": 19.0005, "gt_ssim": 0.5902, "p": _iv(0.0005, 0.01), "s": _iv(0.0002, 0.001)},
+            "cannot be told",
+        ),
+        # Means above, but one interval holds zero: not a win.
+        ({"gt_psnr": 19.2, "gt_ssim": 0.591, "p": _iv(0.2, 0.05), "s": _iv(0.0005, 0.002)}, "cannot be told"),
+        (
+            {"gt_psnr": 19.2, "gt_ssim": 0.60, "p": _iv(0.2, 0.05), "s": _iv(0.01, 0.005)},
+            "not the oracle colour map",
+        ),
+        ({"gt_psnr": 20.0, "gt_ssim": 0.62, "p": _iv(1.0, 0.05), "s": _iv(0.03, 0.005)}, "both baselines"),
     ],
 )
-def test_verdict_needs_psnr_and_ssim_above_each_baseline(gt: dict, expected: str) -> None:
+def test_verdict_needs_paired_intervals_above_zero(gt: dict, expected: str) -> None:
     from ganlab.cyclegan.demo.report import verdict
 
     base = {"identity_psnr": 19.0, "identity_ssim": 0.59, "affine_psnr": 19.7, "affine_ssim": 0.61}
-    assert expected in verdict({**base, **gt})
+    res = {**base, "gt_psnr": gt["gt_psnr"], "gt_ssim": gt["gt_ssim"]}
+    res.update(gt_psnr_vs_identity=gt["p"], gt_ssim_vs_identity=gt["s"])
+    assert expected in verdict(res)
     assert verdict({}).startswith("No ground truth")

@@ -82,6 +82,10 @@ class TrainConfig:
     epochs: int = 100  # epochs at constant lr
     epochs_decay: int = 0  # then linear decay to 0 over this many epochs
     minutes: float | None = None  # wall-clock budget: stop cleanly with a checkpoint
+    # epochs: loss-weight phases and lr decay follow the epoch. budget: they follow the share of the run
+    # done (the larger of the epoch share and the share of `minutes` spent), so a slow machine still runs
+    # the whole schedule inside its budget.
+    schedule_by: Literal["epochs", "budget"] = "epochs"
     batch_size: int = 1
     lr: float = 2e-4
     gen_lr_coef: float = 1.0
@@ -136,6 +140,8 @@ class TrainConfig:
             raise ConfigError(f"ema_decay: must lie in [0, 1), got {self.ema_decay}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError("minutes: must be > 0")
+        if self.schedule_by == "budget" and self.minutes is None:
+            raise ConfigError("schedule_by: budget needs train.minutes (the budget the schedule follows)")
 
     @property
     def total_epochs(self) -> int:

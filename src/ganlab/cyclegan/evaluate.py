@@ -11,6 +11,7 @@ checkerboard index on a flat grey input and on the translated test images, the C
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ganlab.core.device import select_device
 from ganlab.core.errors import DataError
 from ganlab.core.images import read_rgb
 from ganlab.core.rundir import read_metrics
+from ganlab.core.stats import paired_bootstrap
 from ganlab.cyclegan.data import load_test_images
 from ganlab.cyclegan.translate import load_run_models
 
@@ -76,14 +78,24 @@ def evaluate_models(
         pairs = [(x, f, g) for x, f, g in zip(a_in, a_fake, gts) if g is not None and g.shape == x.shape]
         if pairs:
             out["n_gt"] = len(pairs)
-            out["gt_psnr"] = _mean([M.psnr(f, g) for _, f, g in pairs])
-            out["gt_ssim"] = _mean([M.ssim(f, g) for _, f, g in pairs])
+            psnrs, ssims = [M.psnr(f, g) for _, f, g in pairs], [M.ssim(f, g) for _, f, g in pairs]
+            out["gt_psnr"], out["gt_ssim"] = _mean(psnrs), _mean(ssims)
             out["gt_alignment"] = M.change_alignment(*zip(*pairs))
             gt_shift = M.mean_over_pairs(M.tint, [g for *_, g in pairs], [f for _, f, _ in pairs])
             out.update({f"gt_tint_{k}": float(v) for k, v in gt_shift.items()})
             if baselines:
-                out["identity_psnr"] = _mean([M.psnr(x, g) for x, _, g in pairs])
-                out["identity_ssim"] = _mean([M.ssim(x, g) for x, _, g in pairs])
+                id_psnrs, id_ssims = [M.psnr(x, g) for x, _, g in pairs], [M.ssim(x, g) for x, _, g in pairs]
+                out["identity_psnr"], out["identity_ssim"] = _mean(id_psnrs), _mean(id_ssims)
+                # Per-tile scores and the paired interval of the gain over the identity: whether the
+                # translation beats leaving the image alone, or the difference is noise.
+                out["tiles"] = {
+                    "gt_psnr": psnrs,
+                    "gt_ssim": ssims,
+                    "identity_psnr": id_psnrs,
+                    "identity_ssim": id_ssims,
+                }
+                for key, a, b in (("psnr", psnrs, id_psnrs), ("ssim", ssims, id_ssims)):
+                    out[f"gt_{key}_vs_identity"] = asdict(paired_bootstrap(a, b))
                 m = M.fit_affine_color([x for x, *_ in pairs], [g for *_, g in pairs])
                 aff = [M.apply_affine_color(x, m) for x, *_ in pairs]
                 out["affine_psnr"] = _mean([M.psnr(a, g) for a, (*_, g) in zip(aff, pairs)])

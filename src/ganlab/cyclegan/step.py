@@ -17,7 +17,6 @@ from ganlab.core.losses import gan_loss, l1
 from ganlab.cyclegan.config import CycleGANConfig, Phase, TrainConfig
 from ganlab.cyclegan.losses import cycle_l1
 from ganlab.cyclegan.pool import ImagePool
-from ganlab.cyclegan.schedule import lr_factor
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
 
 MODULE_NAMES = ("G_A2B", "G_B2A", "D_A", "D_B")
@@ -48,10 +47,9 @@ def build_optimizers(models: nn.ModuleDict, t: TrainConfig) -> dict[str, torch.o
 
 
 def set_learning_rates(
-    opts: dict[str, torch.optim.Optimizer], t: TrainConfig, epoch: int
+    opts: dict[str, torch.optim.Optimizer], t: TrainConfig, f: float
 ) -> tuple[float, float]:
-    """Apply the lr schedule (and the current coefficients, which may change at resume) for ``epoch``."""
-    f = lr_factor(epoch, t.epochs, t.epochs_decay)
+    """Set lr x ``f`` (the schedule's factor; the coefficients and betas may change at resume)."""
     lr_g, lr_d = t.lr * t.gen_lr_coef * f, t.lr * t.disc_lr_coef * f
     for name, opt in opts.items():
         for g in opt.param_groups:

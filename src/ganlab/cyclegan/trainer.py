@@ -23,7 +23,7 @@ from ganlab.cyclegan.ema import ema_name, inference_view, make_ema, update_ema
 from ganlab.cyclegan.evaluate import evaluate_models
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.samples import sample_grid, sample_images
-from ganlab.cyclegan.schedule import phase_at
+from ganlab.cyclegan.schedule import lr_factor, lr_factor_at_progress, phase_at, phase_at_progress
 from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, set_learning_rates, train_step
 
 ARCHITECTURE_SECTIONS = ("model", "disc")
@@ -82,9 +82,16 @@ class CycleGANTask(TrainTask):
                 self.ema = make_ema(self.models)
         for k, pool in self.pools.items():
             pool.load_state(ckpt.tensors, f"pool/{k}", self.device)
-        epoch = ckpt.meta["epoch"]
-        if epoch > 0:  # the phase of the last finished epoch, so a switch at the next one is logged
-            self.phase = phase_at(self.cfg.train.schedule, epoch, self.cfg.train.total_epochs)
+        # The phase in force when the checkpoint was written, so only a real switch is logged after it.
+        t, m = self.cfg.train, ckpt.meta
+        if t.schedule_by == "budget" and t.minutes:
+            done = max(
+                m["global_step"] / (t.total_epochs * self.steps_per_epoch()),
+                m["train_seconds"] / (t.minutes * 60),
+            )
+            self.phase = phase_at_progress(t.schedule, done, t.total_epochs)
+        elif m["epoch"] > 0:
+            self.phase = phase_at(t.schedule, m["epoch"], t.total_epochs)
 
     # --- the loop's hooks ---------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
@@ -102,20 +109,30 @@ class CycleGANTask(TrainTask):
         self, epoch: int, total: int | None, metrics: MetricsLog, log: Callable[[str], None]
     ) -> None:
         t = self.cfg.train
-        phase = phase_at(t.schedule, epoch, t.total_epochs)
-        if self.phase is None or phase[0] != self.phase[0]:
-            metrics.write({"type": "phase", "epoch": epoch, "phase": phase[0], "weights": _weights(phase[1])})
-            if self.phase is not None:
-                log(f"epoch {epoch}: loss-weight phase {phase[0]} {_weights(phase[1])}")
-        self.phase = phase
-        self.lrs = set_learning_rates(self.opts, t, epoch)
+        self.metrics, self.epoch = metrics, epoch
+        if t.schedule_by == "epochs":
+            phase = phase_at(t.schedule, epoch, t.total_epochs)
+            self._apply_schedule(phase, lr_factor(epoch, t.epochs, t.epochs_decay), log)
         self.models.train()
+
+    def _apply_schedule(self, phase: tuple[int, Any], factor: float, log: Callable[[str], None]) -> None:
+        """Put ``phase``'s loss weights and lr x ``factor`` in force; a phase switch is recorded."""
+        if self.phase is None or phase[0] != self.phase[0]:
+            rec = {"type": "phase", "epoch": self.epoch, "phase": phase[0], "weights": _weights(phase[1])}
+            self.metrics.write(rec)
+            if self.phase is not None:
+                log(f"epoch {self.epoch}: loss-weight phase {phase[0]} {_weights(phase[1])}")
+        self.phase = phase
+        self.lrs = set_learning_rates(self.opts, self.cfg.train, factor)
 
     def batches(self, epoch: int, start: int) -> Iterable[Any]:
         return self.data.loader(self.cfg.train.seed, epoch, self.cfg.train.batch_size, skip_batches=start)
 
     def step(self, batch: Any, progress: float, global_step: int) -> dict[str, torch.Tensor]:
         t = self.cfg.train
+        if t.schedule_by == "budget":
+            phase = phase_at_progress(t.schedule, progress, t.total_epochs)
+            self._apply_schedule(phase, lr_factor_at_progress(progress, t.epochs, t.epochs_decay), self.log)
         assert self.phase is not None
         losses = train_step(
             self.models,

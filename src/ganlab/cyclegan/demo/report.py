@@ -14,6 +14,7 @@ from ganlab.core import report as R
 from ganlab.core.config import from_dict, load_yaml
 from ganlab.core.images import list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
 from ganlab.core.rundir import read_metrics
+from ganlab.core.stats import Interval
 from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.schedule import phase_boundaries
 from ganlab.cyclegan.step import LOSS_KEYS
@@ -82,25 +83,34 @@ def numbers_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def verdict(res: dict[str, Any]) -> str:
-    """One sentence that says what the numbers mean."""
+    """One sentence that says what the numbers mean. "Beats" needs the paired 95% interval of the gain
+    over a baseline (per test tile) above zero for both PSNR and SSIM; a difference whose interval holds
+    zero is reported as indistinguishable, not as a win or a loss."""
     gt, ident, aff = res.get("gt_psnr"), res.get("identity_psnr"), res.get("affine_psnr")
     if gt is None or ident is None:
         return "No ground truth: only cycle metrics are available."
-    ssim_up = res.get("gt_ssim", 0) > res.get("identity_ssim", 1)
-    if gt > ident and ssim_up:
+    psnr, ssim = res.get("gt_psnr_vs_identity"), res.get("gt_ssim_vs_identity")
+    if psnr is None or ssim is None:  # an eval without per-tile scores: means only
+        return "Per-tile scores are missing: rerun ganlab eval to compare with the baselines."
+    calls = {Interval(**psnr).verdict, Interval(**ssim).verdict}
+    gain = f"{psnr['mean']:+.2f} dB [{psnr['low']:+.2f}, {psnr['high']:+.2f}], SSIM {ssim['mean']:+.4f}"
+    if calls == {"better"}:
         if aff is not None and gt > aff and res.get("gt_ssim", 0) > res.get("affine_ssim", 1):
             return (
-                "The translation is closer to the ground truth than both baselines: a learned spatial style."
+                f"The translation beats both baselines ({gain} over the identity): a learned spatial style."
             )
-        # Beating the identity but not the affine map says how much was learned, not what: the default
-        # demo run landed here without learning any colour (chroma gain 0.995 on the test photos).
         return (
-            "The translation beats the identity baseline but not the oracle colour map: it moved toward "
-            "the style, by less than the best global recolouring would."
+            f"The translation beats the identity baseline ({gain}, 95% intervals over the test tiles) but not "
+            "the oracle colour map: it moved toward the style, by less than the best global recolouring would."
+        )
+    if "worse" in calls:
+        return (
+            f"The translation is further from the ground truth than the unchanged input ({gain}): the model "
+            "has not learned the style in this budget; train longer (--minutes)."
         )
     return (
-        "The translation is not yet closer to the ground truth than the unchanged input (identity "
-        "baseline): the model has not learned the style in this budget; train longer (--minutes)."
+        f"The translation cannot be told apart from the unchanged input ({gain}; the 95% interval over the "
+        "test tiles includes zero): no learned style is shown; train longer (--minutes)."
     )
 
 

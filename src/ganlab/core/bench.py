@@ -1,0 +1,108 @@
+"""Benchmark machinery that knows no task: the machine, a timer, a FLOP counter and the machine's
+measured convolution peak, so a step's speed can be stated as a share of what the hardware does.
+
+A "step" here is any zero-argument callable (one training update, one inference batch); the tasks
+build them (``ganlab.cyclegan.bench``, ``ganlab.sr.bench``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ganlab.core.device import autocast, cpu_flags
+
+# The CPU features that decide convolution speed.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU model and the ISA flags that matter, cores and PyTorch threads, the GPU when there is one."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    info: dict[str, Any] = {
+        "cpu": model,
+        "cpu_flags": [f for f in ISA_FLAGS if f in flags],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(
+    fns: dict[str, Callable[[], Any]], repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, called in turn (A B A B ...) so a machine whose speed drifts
+    (other load, clocks) affects all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def count_flops(fn: Callable[[], Any]) -> float:
+    """FLOPs of one call (2 per multiply-add, backward passes included; torch.utils.flop_counter)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def conv_peak(device: torch.device, precision: str, train: bool, repeats: int = 5) -> dict[str, Any]:
+    """The machine's convolution throughput at ``precision``: a 3x3, 256-channel convolution on a
+    (4, 256, 64, 64) input (forward, or forward + backward when ``train``), in both memory layouts; the
+    faster one is the peak a model's step is measured against."""
+    out: dict[str, Any] = {}
+    for layout in ("nchw", "channels_last"):
+        conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
+        x = torch.randn(4, 256, 64, 64, device=device, requires_grad=train)
+        if layout == "channels_last":
+            conv = conv.to(memory_format=torch.channels_last)
+            x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(train)
+
+        def call(conv: nn.Module = conv, x: torch.Tensor = x) -> None:
+            with autocast(device, precision):
+                y = conv(x)
+            if train:
+                y.float().sum().backward()
+
+        call()
+        flops = count_flops(call)
+        seconds = median(time_calls({"conv": call}, repeats, device)["conv"])
+        out[layout] = flops / seconds / 1e9
+    best = max(("nchw", "channels_last"), key=lambda k: out[k])
+    return {"peak_gflops_per_s": out[best], "peak_layout": best, "by_layout": out}

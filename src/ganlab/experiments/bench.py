@@ -1,0 +1,113 @@
+"""``ganlab bench``: how fast a task's training step or inference runs on this machine, as a share of
+the machine's measured convolution peak, and (``baseline``) against the same step written the plain way,
+timed in the same process, interleaved."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ganlab.core import bench as B
+from ganlab.core.config import merge, parse_set
+from ganlab.core.device import peak_memory_mb, resolve_precision, select_device
+from ganlab.cyclegan import bench as cyclegan_bench
+from ganlab.cyclegan.config import build_cyclegan_config
+from ganlab.models.registry import get_preset
+from ganlab.sr import bench as sr_bench
+from ganlab.sr.config import build_sr_config
+
+TASKS = {"cyclegan": (build_cyclegan_config, cyclegan_bench), "sr": (build_sr_config, sr_bench)}
+
+
+def run_bench(
+    task: str = "cyclegan",
+    preset: str | None = None,
+    size: int | None = None,
+    batch_size: int | None = None,
+    mode: str = "train",
+    config_files: list[str | Path] | None = None,
+    overrides: dict[str, Any] | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    baseline: bool = False,
+    repeats: int = 5,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Benchmark one step; returns the numbers ``ganlab bench --json`` prints. Unset arguments come from
+    the config (preset and files), so ``config_files`` benchmarks any recipe as it would train."""
+    if preset is not None and task == "cyclegan" and get_preset(preset).task == "sr":
+        task = "sr"
+    build, tb = TASKS[task]
+    flags = {"data.size": size, "train.batch_size": batch_size, "train.precision": precision}
+    layer = parse_set([f"{k}={v}" for k, v in flags.items() if v is not None] + [f"train.device={device}"])
+    cfg = build(preset=preset, files=config_files, overrides=merge(overrides or {}, layer))
+    dev = select_device(cfg.train.device)
+    prec = resolve_precision(cfg.train.precision, dev, log)
+    fast = tb.fast_settings(cfg, dev)
+    if channels_last is not None:
+        fast["channels_last"] = channels_last
+    step = tb.make_step(cfg, dev, mode, prec, fast["channels_last"], fast["batch_g"], compile=compile)
+    compile_s = B.median(B.time_calls({"first": step}, 1, dev)["first"])  # warm-up (and compilation)
+    step()
+    memory = peak_memory_mb(dev)
+    flops = B.count_flops(step)
+    fns = {"fast": step}
+    if baseline:
+        plain = tb.make_step(cfg, dev, mode, "fp32", False, False, plain=True)
+        plain()
+        plain()
+        fns["plain"] = plain
+    times = B.time_calls(fns, repeats, dev)
+    seconds = B.median(times["fast"])
+    peak = B.conv_peak(dev, prec, train=mode == "train")
+    out: dict[str, Any] = {
+        "task": task,
+        "preset": cfg.preset,
+        "mode": mode,
+        "size": cfg.data.size,
+        "batch_size": cfg.train.batch_size,
+        "seconds_per_step": seconds,
+        "images_per_s": cfg.train.batch_size / seconds,
+        "gflop_per_step": flops / 1e9,
+        "gflops_per_s": flops / seconds / 1e9,
+        "peak_gflops_per_s": peak["peak_gflops_per_s"],
+        "peak_layout": peak["peak_layout"],
+        "peak_fraction": flops / seconds / 1e9 / peak["peak_gflops_per_s"],
+        "peak_memory_mb": memory,
+        "precision": prec,
+        "channels_last": fast["channels_last"],
+        "batched_passes": bool(fast["batch_g"]) and mode == "train",
+        "compiled": compile,
+        "first_step_seconds": compile_s,
+        "repeats": repeats,
+        **{f"machine_{k}" if k in ("device",) else k: v for k, v in B.machine_info(dev).items()},
+    }
+    if baseline:
+        out["baseline_seconds_per_step"] = B.median(times["plain"])
+        out["speedup"] = out["baseline_seconds_per_step"] / seconds
+    return out
+
+
+def format_bench(r: dict[str, Any]) -> str:
+    """The human-readable summary of :func:`run_bench`'s result."""
+    lines = [
+        f"{r['task']} {r['preset']} {r['mode']}, {r['size']} px, batch {r['batch_size']}: "
+        f"{r['seconds_per_step']:.3f} s/step, {r['images_per_s']:.2f} images/s",
+        f"  {r['gflop_per_step']:.1f} GFLOP/step = {r['gflops_per_s']:.0f} GFLOP/s, "
+        f"{100 * r['peak_fraction']:.0f}% of this machine's {r['precision']} conv peak "
+        f"({r['peak_gflops_per_s']:.0f} GFLOP/s, {r['peak_layout']})",
+        f"  {r['precision']}, channels_last {r['channels_last']}, batched passes {r['batched_passes']}, "
+        f"compiled {r['compiled']} (first step {r['first_step_seconds']:.2f} s); peak memory "
+        f"{r['peak_memory_mb']:.0f} MB",
+        f"  machine: {r['cpu']} [{' '.join(r['cpu_flags'])}], {r['cores']} cores, {r['threads']} threads"
+        + (f", GPU {r['gpu']}" if "gpu" in r else ""),
+    ]
+    if "speedup" in r:
+        lines.append(
+            f"  plain path (fp32, NCHW, eager, separate passes, losses read each step): "
+            f"{r['baseline_seconds_per_step']:.3f} s/step; speedup {r['speedup']:.2f}x"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""`ganlab bench`: the JSON it prints has its keys; the numbers are consistent with each other."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ganlab.cli import main
+from ganlab.core.bench import conv_peak, count_flops, machine_info
+
+KEYS = {
+    "seconds_per_step",
+    "images_per_s",
+    "gflop_per_step",
+    "gflops_per_s",
+    "peak_gflops_per_s",
+    "peak_fraction",
+    "peak_memory_mb",
+    "precision",
+    "channels_last",
+    "compiled",
+    "cpu_capability",
+}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "--preset",
+            "model2",
+            "--size",
+            "32",
+            "--set",
+            "model.hidden=4",
+            "--set",
+            "disc.hidden=4",
+            "--set",
+            "disc.n_layers=2",
+        ],
+        ["--task", "sr", "--preset", "srresnet-small", "--size", "16", "--set", "model.hidden=4"],
+        ["--preset", "model2", "--size", "16", "--set", "model.hidden=4", "--mode", "infer"],
+    ],
+    ids=["cyclegan-train", "sr-train", "cyclegan-infer"],
+)
+def test_bench_json_has_its_keys(args: list[str], capsys, monkeypatch) -> None:
+    # The conv peak is the slow part of a bench; a small stand-in keeps this a test of the plumbing.
+    monkeypatch.setattr(
+        "ganlab.core.bench.conv_peak", lambda *a, **k: {"peak_gflops_per_s": 1.0, "peak_layout": "nchw"}
+    )
+    assert main(["bench", *args, "--batch-size", "2", "--repeats", "1", "--baseline", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert KEYS | {"baseline_seconds_per_step", "speedup"} <= set(r)
+    assert r["images_per_s"] == pytest.approx(2 / r["seconds_per_step"])
+    assert r["gflops_per_s"] == pytest.approx(r["gflop_per_step"] / r["seconds_per_step"])
+    assert r["speedup"] == pytest.approx(r["baseline_seconds_per_step"] / r["seconds_per_step"])
+    assert r["gflop_per_step"] > 0 and r["precision"] in ("fp32", "bf16")
+
+
+def test_flop_counter_counts_a_known_convolution() -> None:
+    import torch
+
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    x = torch.zeros(2, 8, 10, 10)
+    assert count_flops(lambda: conv(x)) == 2 * (2 * 16 * 10 * 10) * (8 * 3 * 3)
+
+
+def test_conv_peak_and_machine_info_are_sane() -> None:
+    import torch
+
+    peak = conv_peak(torch.device("cpu"), "fp32", train=False, repeats=1)
+    assert peak["peak_gflops_per_s"] > 0 and peak["peak_layout"] in ("nchw", "channels_last")
+    info = machine_info(torch.device("cpu"))
+    assert info["cores"] >= 1 and info["threads"] >= 1 and isinstance(info["cpu_flags"], list)
