@@ -16,17 +16,6 @@ from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, train_step
 
 
-def fast_settings(cfg: CycleGANConfig, device: torch.device) -> dict[str, Any]:
-    """What the trainer does on ``device``: channels_last and batched passes on CUDA only (on CPU both
-    measured slower for these generators; docs/performance.md)."""
-    cuda = device.type == "cuda"
-    return {
-        "channels_last": cuda,
-        "batch_g": cuda and can_batch(cfg.model.norm),
-        "batch_d": cuda and can_batch(cfg.disc.norm),
-    }
-
-
 def make_step(
     cfg: CycleGANConfig,
     device: torch.device,

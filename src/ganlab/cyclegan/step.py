@@ -182,3 +182,14 @@ def _split(x: torch.Tensor, n: int, k: int) -> list[torch.Tensor | None]:
     """(j*N, ...) -> j chunks of N, padded with None up to ``k`` (the identity pass when it is off)."""
     parts: list[torch.Tensor | None] = list(x.split(n))
     return parts + [None] * (k - len(parts))
+
+
+def fast_settings(cfg: CycleGANConfig, device: torch.device) -> dict[str, Any]:
+    """What the trainer does on ``device``: channels_last and batched passes on CUDA only (on CPU both
+    measured slower for these generators; docs/performance.md)."""
+    cuda = device.type == "cuda"
+    return {
+        "channels_last": cuda,
+        "batch_g": cuda and can_batch(cfg.model.norm),
+        "batch_d": cuda and can_batch(cfg.disc.norm),
+    }

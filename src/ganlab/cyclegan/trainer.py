@@ -24,7 +24,7 @@ from ganlab.cyclegan.evaluate import evaluate_models
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.samples import sample_grid, sample_images
 from ganlab.cyclegan.schedule import lr_factor, lr_factor_at_progress, phase_at, phase_at_progress
-from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, set_learning_rates, train_step
+from ganlab.cyclegan.step import build_models, build_optimizers, fast_settings, set_learning_rates, train_step
 
 ARCHITECTURE_SECTIONS = ("model", "disc")
 SUMMARY_EVAL = ("eval_cycle_psnr", "eval_cycle_ssim", "eval_gt_psnr", "eval_gt_ssim")
@@ -46,16 +46,16 @@ class CycleGANTask(TrainTask):
         self.data = load_unpaired(cfg.data, warn=log, progress=progress)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg).to(self.device)
+        fast = fast_settings(cfg, self.device)
+        self.batch_passes = (fast["batch_g"], fast["batch_d"])
+        self.memory_format = torch.channels_last if fast["channels_last"] else torch.contiguous_format
+        self.models.to(memory_format=self.memory_format)
         self.opts = build_optimizers(self.models, t)
         self.ema = make_ema(self.models) if t.ema_decay > 0 else None
         self.augment = make_augment(t.augment)
         self.pools = {k: ImagePool(t.pool_size, seed=t.seed + i) for i, k in enumerate(("D_A", "D_B"))}
         self.samples_a, self.samples_b = sample_images(self.data, t.samples)
         self._baselines: dict[str, float] | None = None  # eval baselines, model-independent
-        # Passes sharing a network's weights run as one call on CUDA (fewer, larger kernels); on CPU the
-        # larger activations fall out of cache and the step got slower (docs/performance.md).
-        batch = self.device.type == "cuda"
-        self.batch_passes = (batch and can_batch(cfg.model.norm), batch and can_batch(cfg.disc.norm))
         self.phase: tuple[int, Any] | None = None  # (index, weights) in force
         self.lrs = (0.0, 0.0)
 
@@ -137,8 +137,8 @@ class CycleGANTask(TrainTask):
         losses = train_step(
             self.models,
             self.opts,
-            batch["A"].to(self.device),
-            batch["B"].to(self.device),
+            batch["A"].to(self.device).contiguous(memory_format=self.memory_format),
+            batch["B"].to(self.device).contiguous(memory_format=self.memory_format),
             self.phase[1],
             t.gan_loss,
             self.pools,

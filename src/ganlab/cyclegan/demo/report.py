@@ -16,7 +16,6 @@ from ganlab.core.images import list_images, pil_to_tensor, read_rgb, save_image,
 from ganlab.core.rundir import read_metrics
 from ganlab.core.stats import Interval
 from ganlab.cyclegan.config import CycleGANConfig
-from ganlab.cyclegan.schedule import phase_boundaries
 from ganlab.cyclegan.step import LOSS_KEYS
 from ganlab.cyclegan.translate import load_run_models
 
@@ -119,7 +118,7 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     cfg = from_dict(CycleGANConfig, load_yaml(run_dir / "config.yaml"))
     epochs = read_metrics(run_dir, "epoch")
-    phases = [e for e, _ in phase_boundaries(cfg.train.schedule, cfg.train.total_epochs)][1:]
+    phases = [r["epoch"] for r in read_metrics(run_dir, "phase") if r.get("epoch", 1) > 1]  # as trained
     grid = demo_grid(run_dir, Path(res["data"]))
     save_image(grid, run_dir / "demo_grid.png")
     runs = {"demo": epochs}

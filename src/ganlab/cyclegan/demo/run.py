@@ -17,25 +17,21 @@ from typing import Any
 
 import torch
 
-from ganlab.core.augment import make_augment
+from ganlab.core.bench import median, time_calls
 from ganlab.core.config import load_yaml, merge, to_dict
-from ganlab.core.device import autocast, resolve_precision, select_device
+from ganlab.core.device import resolve_precision, select_device
 from ganlab.core.rundir import RunDir
+from ganlab.cyclegan.bench import make_step
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
 from ganlab.cyclegan.demo.data import ensure_demo_dataset
 from ganlab.cyclegan.demo.report import write_demo_report
 from ganlab.cyclegan.evaluate import evaluate_run
-from ganlab.cyclegan.pool import ImagePool
-from ganlab.cyclegan.step import build_models, build_optimizers, train_step
+from ganlab.cyclegan.step import fast_settings
 from ganlab.cyclegan.trainer import train
 
 # The CPU recipe, a config file like any other (with comments on each choice); it layers between the preset
 # and the user's --config files and --set overrides.
 DEMO_RECIPE_FILE = "cyclegan.yaml"
-# Share of the budget planned for training steps; the rest covers per-epoch evaluation, samples,
-# checkpoints, and steps slower than the 3-step measurement. A larger share let the budget cut default
-# runs before their last, decayed epochs (docs/cpu-recipe.md has the runs).
-TRAIN_SHARE = 0.78
 
 
 def demo_recipe(name: str = DEMO_RECIPE_FILE) -> dict[str, Any]:
@@ -51,32 +47,21 @@ def demo_config(data: Path, minutes: float, overrides: dict[str, Any] | None = N
 
 
 def measure_step_seconds(cfg: CycleGANConfig, device: torch.device, steps: int = 3) -> float:
-    """Seconds per training step of this config on this machine (random data, throwaway models)."""
-    models = build_models(cfg).to(device)
-    opts = build_optimizers(models, cfg.train)
-    pools = {k: ImagePool(cfg.train.pool_size) for k in ("D_A", "D_B")}
-    shape = (cfg.train.batch_size, 3, cfg.data.size, cfg.data.size)
-    a, b = torch.rand(shape, device=device) * 2 - 1, torch.rand(shape, device=device) * 2 - 1
-
+    """Median seconds per training step of this config on this machine, as the trainer runs it (random
+    data, throwaway models; one warm-up step untimed)."""
+    fast = fast_settings(cfg, device)
     precision = resolve_precision(cfg.train.precision, device)
-
-    def amp():
-        return autocast(device, precision)
-
-    w = cfg.train.schedule[0]
-    aug = make_augment(cfg.train.augment)
-    t0 = 0.0
-    for i in range(steps + 1):  # step 0 is a warm-up (allocations, kernels) and is not timed
-        if i == 1:
-            t0 = time.perf_counter()
-        train_step(models, opts, a, b, w, cfg.train.gan_loss, pools, amp, aug, cfg.train.cycle_blur)
-    return (time.perf_counter() - t0) / steps
+    step = make_step(cfg, device, "train", precision, fast["channels_last"], fast["batch_g"])
+    step()
+    return median(time_calls({"step": step}, steps, device)["step"])
 
 
 def plan_epochs(step_seconds: float, minutes: float, steps_per_epoch: int) -> tuple[int, int]:
-    """(constant epochs, decay epochs) that fit ``minutes``: half constant, half linear decay (reference)."""
-    total_steps = TRAIN_SHARE * minutes * 60 / step_seconds
-    epochs = max(2, math.floor(total_steps / steps_per_epoch))
+    """(constant epochs, decay epochs) for ``minutes`` of steps: half constant, half linear decay
+    (reference). The demo's schedule follows the budget (``train.schedule_by: budget``), so these set
+    where the phases fall in the run, not when it ends: a slower machine runs fewer steps of the same
+    schedule."""
+    epochs = max(2, math.floor(minutes * 60 / step_seconds / steps_per_epoch))
     return math.ceil(epochs / 2), epochs // 2
 
 
