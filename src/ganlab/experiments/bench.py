@@ -13,11 +13,16 @@ from ganlab.core.config import merge, parse_set
 from ganlab.core.device import peak_memory_mb, resolve_precision, select_device
 from ganlab.cyclegan import bench as cyclegan_bench
 from ganlab.cyclegan.config import build_cyclegan_config
+from ganlab.cyclegan.step import fast_settings as cyclegan_fast
 from ganlab.models.registry import get_preset
 from ganlab.sr import bench as sr_bench
 from ganlab.sr.config import build_sr_config
+from ganlab.sr.step import fast_settings as sr_fast
 
-TASKS = {"cyclegan": (build_cyclegan_config, cyclegan_bench), "sr": (build_sr_config, sr_bench)}
+TASKS = {
+    "cyclegan": (build_cyclegan_config, cyclegan_bench.make_step, cyclegan_fast),
+    "sr": (build_sr_config, sr_bench.make_step, sr_fast),
+}
 
 
 def run_bench(
@@ -40,23 +45,23 @@ def run_bench(
     the config (preset and files), so ``config_files`` benchmarks any recipe as it would train."""
     if preset is not None and task == "cyclegan" and get_preset(preset).task == "sr":
         task = "sr"
-    build, tb = TASKS[task]
+    build, make_step, fast_settings = TASKS[task]
     flags = {"data.size": size, "train.batch_size": batch_size, "train.precision": precision}
     layer = parse_set([f"{k}={v}" for k, v in flags.items() if v is not None] + [f"train.device={device}"])
     cfg = build(preset=preset, files=config_files, overrides=merge(overrides or {}, layer))
     dev = select_device(cfg.train.device)
     prec = resolve_precision(cfg.train.precision, dev, log)
-    fast = tb.fast_settings(cfg, dev)
+    fast = fast_settings(cfg, dev)
     if channels_last is not None:
         fast["channels_last"] = channels_last
-    step = tb.make_step(cfg, dev, mode, prec, fast["channels_last"], fast["batch_g"], compile=compile)
+    step = make_step(cfg, dev, mode, prec, fast["channels_last"], fast["batch_g"], compile=compile)
     compile_s = B.median(B.time_calls({"first": step}, 1, dev)["first"])  # warm-up (and compilation)
     step()
     memory = peak_memory_mb(dev)
     flops = B.count_flops(step)
     fns = {"fast": step}
     if baseline:
-        plain = tb.make_step(cfg, dev, mode, "fp32", False, False, plain=True)
+        plain = make_step(cfg, dev, mode, "fp32", False, False, plain=True)
         plain()
         plain()
         fns["plain"] = plain

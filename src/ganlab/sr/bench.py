@@ -13,11 +13,6 @@ from ganlab.sr.config import SRConfig
 from ganlab.sr.step import build_models, train_step
 
 
-def fast_settings(cfg: SRConfig, device: torch.device) -> dict[str, Any]:
-    """What the trainer does on ``device``: channels_last on CPU and CUDA."""
-    return {"channels_last": device.type in ("cpu", "cuda"), "batch_g": False, "batch_d": False}
-
-
 def make_step(
     cfg: SRConfig,
     device: torch.device,

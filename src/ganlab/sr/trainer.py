@@ -21,7 +21,7 @@ from ganlab.models.sr import SRResNet
 from ganlab.sr.config import SRConfig, build_sr_config
 from ganlab.sr.data import SRPatchSampler, builtin_images, read_folder
 from ganlab.sr.evaluate import score_images
-from ganlab.sr.step import build_models, lr_factor, train_step
+from ganlab.sr.step import build_models, fast_settings, lr_factor, train_step
 
 EVAL_KEYS = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y")
 
@@ -59,10 +59,8 @@ class SRTask(TrainTask):
         set_threads(t.threads)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg, self.device)
-        # NHWC is faster for these narrow convs on CPU (oneDNN) and on CUDA tensor cores.
-        self.memory_format = (
-            torch.channels_last if self.device.type in ("cpu", "cuda") else torch.contiguous_format
-        )
+        cl = fast_settings(cfg, self.device)["channels_last"]
+        self.memory_format = torch.channels_last if cl else torch.contiguous_format
         for mod in self.models.modules().values():
             mod.to(memory_format=self.memory_format)
         if init is not None and not resuming:
