@@ -61,3 +61,18 @@ def test_losses_are_device_tensors_not_floats() -> None:
 
 def test_batch_norm_is_never_batched_across_passes() -> None:
     assert can_batch("instance") and can_batch("none") and not can_batch("batch")
+
+
+def test_fast_path_translation_matches_fp32() -> None:
+    """bf16 autocast (what auto picks on a CPU with native bf16) vs fp32: PSNR of the translation >= 40 dB."""
+    from ganlab.core.metrics import psnr
+
+    cfg, models = _tiny()
+    g = models["G_A2B"].eval()
+    x = torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        ref = g(x)
+        with autocast(torch.device("cpu"), "bf16"):
+            fast = g(x.contiguous(memory_format=torch.channels_last)).float()
+    to01 = lambda t: ((t[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)  # noqa: E731
+    assert psnr(to01(fast), to01(ref)) >= 40.0

@@ -60,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     u.add_argument("--checkpoint", default="latest", help="latest or an epoch number")
     u.add_argument("--device", default="auto")
+    u.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 where the hardware has it",
+    )
     u.add_argument("--quiet", action="store_true")
     u.set_defaults(func=run_upscale)
 
@@ -121,6 +127,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
         progress=not args.quiet,
+        precision=args.precision,
     )
     print(f"wrote {len(written)} image(s) to {args.out}")
     return 0

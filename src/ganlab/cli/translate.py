@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, help="process in overlapping tiles of this size (bounded memory)")
     p.add_argument("--tile-pad", type=int, default=32, help="overlap margin of each tile")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 where the hardware has it",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         tile_pad=args.tile_pad,
         ext="." + args.format,
+        precision=args.precision,
     )
     print(f"wrote {len(written)} image(s) to {args.out}")
     return 0

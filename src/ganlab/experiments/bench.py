@@ -47,7 +47,9 @@ def run_bench(
         task = "sr"
     build, make_step, fast_settings = TASKS[task]
     flags = {"data.size": size, "train.batch_size": batch_size, "train.precision": precision}
-    layer = parse_set([f"{k}={v}" for k, v in flags.items() if v is not None] + [f"train.device={device}"])
+    # The loss-weight schedule does not change a step's cost; epochs keeps a budget-scheduled recipe valid.
+    fixed = [f"train.device={device}"] + (["train.schedule_by=epochs"] if task == "cyclegan" else [])
+    layer = parse_set([f"{k}={v}" for k, v in flags.items() if v is not None] + fixed)
     cfg = build(preset=preset, files=config_files, overrides=merge(overrides or {}, layer))
     dev = select_device(cfg.train.device)
     prec = resolve_precision(cfg.train.precision, dev, log)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ganlab.core.device import select_device
+from ganlab.core.device import autocast, resolve_precision, select_device
 from ganlab.core.errors import GanlabError
 from ganlab.core.images import list_images, open_image, save_image, to_rgb
 from ganlab.core.tiling import tiled_apply
@@ -90,12 +90,15 @@ def upscale_image(
     device: torch.device,
     tile: int = 256,
     pad: int = 32,
+    precision: str = "fp32",
 ) -> Image.Image:
-    """Super-resolve one PIL image (any mode, any size) to exactly ``scale`` times its size."""
+    """Super-resolve one PIL image (any mode, any size) to exactly ``scale`` times its size
+    (``precision``: a resolved one, fp32 or bf16 autocast)."""
     x, alpha, kind = split_image(im)
 
     def fn(t: torch.Tensor) -> torch.Tensor:
-        return model(t.to(device)).float().clamp(0, 1).cpu()
+        with autocast(device, precision):
+            return model(t.to(device)).float().clamp(0, 1).cpu()
 
     y = tiled_apply(fn, x, tile, pad, scale)
     if alpha is not None:
@@ -135,18 +138,21 @@ def upscale_files(
     checkpoint: str | int = "latest",
     device: str = "auto",
     progress: bool = True,
+    precision: str = "auto",
 ) -> list[Path]:
     """Upscale every input file (or image under an input folder) with the run's generator.
 
-    ``pad`` None: the generator's receptive-field radius, which makes tiling exact.
+    ``pad`` None: the generator's receptive-field radius, which makes tiling exact. ``precision`` auto:
+    bf16 autocast where the hardware has it.
     """
     dev = select_device(device)
+    precision = resolve_precision(precision, dev)
     model, cfg, _ = load_sr_generator(run_dir, checkpoint, dev)
     pad = model.receptive_radius if pad is None else pad
     pairs = collect_inputs(inputs, Path(out))
     written = []
     for src, dst in tqdm(pairs, desc="upscale", unit="image", disable=not progress, dynamic_ncols=True):
-        result = upscale_image(model, open_image(src), cfg.model.scale, dev, tile, pad)
+        result = upscale_image(model, open_image(src), cfg.model.scale, dev, tile, pad, precision)
         save_image(result, dst)
         written.append(dst)
     return written
