@@ -71,3 +71,16 @@ def test_rot90_rotates_each_image_exactly() -> None:
     assert set(turns) == {0, 1, 2, 3}  # per-image draws cover every rotation
     with pytest.raises(ValueError, match="square"):
         rot90(torch.rand(2, 3, 4, 6))
+
+
+def test_probability_applies_a_transform_to_a_share_of_the_images() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2000, 3, 4, 4) * 2 - 1
+    x[:, 0] = 0.9  # a red channel that any permutation but the identity moves
+    y = make_augment(["channels:0.5"])(x)
+    changed = (y != x).flatten(1).any(1).float().mean().item()
+    assert 0.35 < changed < 0.5  # half the images drawn, 5 of the 6 orders move the red channel
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        make_augment(["channels:1.5"])
+    with pytest.raises(ValueError, match="unknown augmentation 'hue'"):
+        make_augment(["hue:0.5"])

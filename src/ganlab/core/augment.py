@@ -81,14 +81,37 @@ TRANSFORMS: dict[str, AugmentFn] = {
 }
 
 
+def _parse(entry: str) -> tuple[AugmentFn, float]:
+    """``name`` or ``name:p`` (applied to each image with probability p) -> (transform, p)."""
+    name, _, prob = entry.partition(":")
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown augmentation {name!r}; known: {sorted(TRANSFORMS)} (optionally NAME:P)")
+    try:
+        p = float(prob) if prob else 1.0
+    except ValueError:
+        raise ValueError(f"{entry!r}: the probability after ':' must be a number in (0, 1]") from None
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"{entry!r}: the probability after ':' must lie in (0, 1]")
+    return TRANSFORMS[name], p
+
+
+def _sometimes(fn: AugmentFn, p: float) -> AugmentFn:
+    """``fn`` on a random share ``p`` of the images of each batch, the others unchanged."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(_rand(x) < p, fn(x), x)
+
+    return apply
+
+
 def make_augment(policy: list[str]) -> AugmentFn | None:
-    """The composed transform for ``policy`` (names from ``TRANSFORMS``, applied in order); None if empty."""
-    unknown = [p for p in policy if p not in TRANSFORMS]
-    if unknown:
-        raise ValueError(f"unknown augmentation(s) {unknown}; known: {sorted(TRANSFORMS)}")
-    if not policy:
+    """The composed transform for ``policy`` (entries ``NAME`` or ``NAME:P`` with NAME from
+    ``TRANSFORMS``, applied in order, each to every image or to each image with probability P); None if
+    the policy is empty."""
+    parsed = [_parse(entry) for entry in policy]
+    if not parsed:
         return None
-    fns = [TRANSFORMS[p] for p in policy]
+    fns = [fn if p == 1.0 else _sometimes(fn, p) for fn, p in parsed]
 
     def augment(x: torch.Tensor) -> torch.Tensor:
         for fn in fns:
