@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ganlab.cli.flags import add_config_flags
+from ganlab.cli.flags import add_config_flags, add_precision
 from ganlab.core.config import parse_set
 from ganlab.experiments.bench import format_bench, run_bench
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", choices=["train", "infer"], default="train")
     add_config_flags(p)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default: the config's (auto)")
+    add_precision(p, default=None)  # None: the config's (auto)
     p.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=None, help="default: as the trainer"
     )

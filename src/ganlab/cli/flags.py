@@ -26,6 +26,16 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def add_precision(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--precision`` for inference commands (training takes it from its option table)."""
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=default, help="auto: bf16 where the hardware has it"
+    )
+
+
 def add_options(p: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
     """One flag per option of a task's table (``ganlab.cyclegan.config.OPTIONS``...)."""
     for o in options:

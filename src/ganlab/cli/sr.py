@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ganlab.cli.flags import add_config_flags, add_options, overrides_from
+from ganlab.cli.flags import add_config_flags, add_options, add_precision, overrides_from
 from ganlab.core.device import select_device
 from ganlab.core.errors import UserError
 from ganlab.models.registry import preset_names
@@ -60,12 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     u.add_argument("--checkpoint", default="latest", help="latest or an epoch number")
     u.add_argument("--device", default="auto")
-    u.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="auto: bf16 where the hardware has it",
-    )
+    add_precision(u)
     u.add_argument("--quiet", action="store_true")
     u.set_defaults(func=run_upscale)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ganlab.cli.flags import add_precision
 from ganlab.core.device import select_device
 from ganlab.cyclegan.translate import translate_paths
 
@@ -21,12 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, help="process in overlapping tiles of this size (bounded memory)")
     p.add_argument("--tile-pad", type=int, default=32, help="overlap margin of each tile")
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="auto: bf16 where the hardware has it",
-    )
+    add_precision(p)
     p.set_defaults(func=run)
 
 
