@@ -140,10 +140,13 @@ def _iv(mean: float, half: float) -> dict:
         # A model that is the identity: +0.0005 dB, interval across zero.
         (
             {"gt_psnr": 19.0005, "gt_ssim": 0.5902, "p": _iv(0.0005, 0.01), "s": _iv(0.0002, 0.001)},
-            "cannot be told",
+            "not shown to be closer",
         ),
         # Means above, but one interval holds zero: not a win.
-        ({"gt_psnr": 19.2, "gt_ssim": 0.591, "p": _iv(0.2, 0.05), "s": _iv(0.0005, 0.002)}, "cannot be told"),
+        (
+            {"gt_psnr": 19.2, "gt_ssim": 0.591, "p": _iv(0.2, 0.05), "s": _iv(0.0005, 0.002)},
+            "interval of its SSIM gain",
+        ),
         (
             {"gt_psnr": 19.2, "gt_ssim": 0.60, "p": _iv(0.2, 0.05), "s": _iv(0.01, 0.005)},
             "not the oracle colour map",

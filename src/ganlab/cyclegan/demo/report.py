@@ -91,25 +91,29 @@ def verdict(res: dict[str, Any]) -> str:
     psnr, ssim = res.get("gt_psnr_vs_identity"), res.get("gt_ssim_vs_identity")
     if psnr is None or ssim is None:  # an eval without per-tile scores: means only
         return "Per-tile scores are missing: rerun ganlab eval to compare with the baselines."
-    calls = {Interval(**psnr).verdict, Interval(**ssim).verdict}
-    gain = f"{psnr['mean']:+.2f} dB [{psnr['low']:+.2f}, {psnr['high']:+.2f}], SSIM {ssim['mean']:+.4f}"
-    if calls == {"better"}:
+    calls = {name: Interval(**iv).verdict for name, iv in (("PSNR", psnr), ("SSIM", ssim))}
+    gain = (
+        f"PSNR {psnr['mean']:+.2f} dB [{psnr['low']:+.2f}, {psnr['high']:+.2f}], "
+        f"SSIM {ssim['mean']:+.4f} [{ssim['low']:+.4f}, {ssim['high']:+.4f}]"
+    )
+    if set(calls.values()) == {"better"}:
         if aff is not None and gt > aff and res.get("gt_ssim", 0) > res.get("affine_ssim", 1):
             return (
                 f"The translation beats both baselines ({gain} over the identity): a learned spatial style."
             )
         return (
-            f"The translation beats the identity baseline ({gain}, 95% intervals over the test tiles) but not "
+            f"The translation beats the identity baseline ({gain}; 95% intervals over the test tiles) but not "
             "the oracle colour map: it moved toward the style, by less than the best global recolouring would."
         )
-    if "worse" in calls:
+    if "worse" in calls.values():
         return (
             f"The translation is further from the ground truth than the unchanged input ({gain}): the model "
             "has not learned the style in this budget; train longer (--minutes)."
         )
+    unsure = " and ".join(name for name, call in calls.items() if call == "undecided")
     return (
-        f"The translation cannot be told apart from the unchanged input ({gain}; the 95% interval over the "
-        "test tiles includes zero): no learned style is shown; train longer (--minutes)."
+        "The translation is not shown to be closer to the ground truth than the unchanged input: the 95% "
+        f"interval of its {unsure} gain over the test tiles includes zero ({gain})."
     )
 
 
