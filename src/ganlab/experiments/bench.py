@@ -57,7 +57,7 @@ def run_bench(
     if channels_last is not None:
         fast["channels_last"] = channels_last
     step = make_step(cfg, dev, mode, prec, fast["channels_last"], fast["batch_g"], compile=compile)
-    compile_s = B.median(B.time_calls({"first": step}, 1, dev)["first"])  # warm-up (and compilation)
+    first_s = B.time_calls({"first": step}, 1, dev)["first"][0]  # warm-up (and compilation)
     step()
     memory = peak_memory_mb(dev)
     flops = B.count_flops(step)
@@ -88,9 +88,9 @@ def run_bench(
         "channels_last": fast["channels_last"],
         "batched_passes": bool(fast["batch_g"]) and mode == "train",
         "compiled": compile,
-        "first_step_seconds": compile_s,
+        "first_step_seconds": first_s,
         "repeats": repeats,
-        **{f"machine_{k}" if k in ("device",) else k: v for k, v in B.machine_info(dev).items()},
+        **B.machine_info(dev),
     }
     if baseline:
         out["baseline_seconds_per_step"] = B.median(times["plain"])
