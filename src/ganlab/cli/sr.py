@@ -84,9 +84,7 @@ def run_train(args: argparse.Namespace) -> int:
         init=args.init,
         progress=not args.quiet,
     )
-    print(
-        f"{res.stopped}: {res.epoch} epoch(s), {res.global_step} steps in {res.minutes:.1f} min; run {res.run_dir}"
-    )
+    print(res.summary())
     return 0
 
 

@@ -37,7 +37,5 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
     )
-    print(
-        f"{result.stopped}: {result.epoch} epoch(s), {result.global_step} steps; run directory {result.run_dir}"
-    )
+    print(result.summary())
     return 0

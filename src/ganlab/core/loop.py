@@ -62,6 +62,12 @@ class LoopSettings:
     keep_every: int  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False
 
+    @classmethod
+    def of(cls, train: Any, epochs: int | None) -> LoopSettings:
+        """From a task's ``train`` config section (the keys both tasks share) and its total epochs."""
+        t = train
+        return cls(epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard)
+
 
 @dataclass
 class TrainResult:
@@ -71,6 +77,13 @@ class TrainResult:
     stopped: str  # "done", "budget", "interrupted"
     checkpoint: Path | None
     minutes: float  # training minutes of the whole run, earlier invocations included
+
+    def summary(self) -> str:
+        """The line the train commands print when a run stops."""
+        return (
+            f"{self.stopped}: {self.epoch} epoch(s), {self.global_step} steps in {self.minutes:.1f} min; "
+            f"run directory {self.run_dir}"
+        )
 
 
 class TrainTask:

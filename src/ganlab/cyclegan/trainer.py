@@ -201,13 +201,6 @@ def _weights(w: Any) -> dict[str, float]:
     return {"identity": w.identity, "gan": w.gan, "cycle": w.cycle}
 
 
-def settings(cfg: CycleGANConfig) -> LoopSettings:
-    t = cfg.train
-    return LoopSettings(
-        t.total_epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard
-    )
-
-
 def train(
     preset: str | None = None,
     config_files: list[str | Path] | None = None,
@@ -231,6 +224,12 @@ def train(
     )
     task = CycleGANTask(cfg, log=log, progress=progress)
     loop = TrainLoop(
-        task, settings(cfg), out, resume=ckpt, config_changes=changes, log=log, progress=progress
+        task,
+        LoopSettings.of(cfg.train, cfg.train.total_epochs),
+        out,
+        resume=ckpt,
+        config_changes=changes,
+        log=log,
+        progress=progress,
     )
     return loop.fit()

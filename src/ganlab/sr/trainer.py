@@ -183,6 +183,6 @@ def train_sr(
     )
     task = SRTask(cfg, init=init, resuming=ckpt is not None, log=log)
     t = cfg.train
-    settings = LoopSettings(t.epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard)
+    settings = LoopSettings.of(t, t.epochs)
     loop = TrainLoop(task, settings, out, resume=ckpt, config_changes=changes, log=log, progress=progress)
     return loop.fit()
