@@ -1,8 +1,9 @@
 """The package layout, checked statically (nothing here imports ganlab).
 
 Layers, from the bottom: ``ganlab.core`` (task-free machinery) < ``ganlab.models`` (pure nn.Modules) <
-the tasks ``ganlab.cyclegan`` and ``ganlab.sr`` (independent of each other) < ``ganlab.experiments``
-< ``ganlab.cli`` (argument parsing, reached only through ``ganlab.cli`` and ``ganlab.__main__``).
+the tasks ``ganlab.cyclegan`` and ``ganlab.sr`` (independent of each other) < ``ganlab.experiments`` and
+``ganlab.serve`` (independent of each other) < ``ganlab.cli`` (argument parsing, reached only through
+``ganlab.cli`` and ``ganlab.__main__``).
 
 Every ``import`` / ``from ... import`` of a ganlab module is read with :mod:`ast`, module-level and
 function-local alike, relative imports resolved. An import names its *explicit* target only:
@@ -28,7 +29,7 @@ PKG = SRC / "ganlab"
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
-LAYERS = ("core", "models", "cyclegan", "sr", "experiments", "cli")
+LAYERS = ("core", "models", "cyclegan", "sr", "experiments", "serve", "cli")
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,10 @@ def _rule_broken(src: str, dst: str) -> str | None:
         return f"ganlab.{src} may not import ganlab.{dst} (cyclegan and sr are independent tasks below experiments)"
     if src == "experiments" and dst == "cli":
         return "ganlab.experiments may not import ganlab.cli"
+    if dst == "serve" and src not in ("serve", "cli"):
+        return "only ganlab.cli may import ganlab.serve (the HTTP app sits above the tasks)"
+    if src == "serve" and dst in ("experiments", "cli"):
+        return f"ganlab.serve may not import ganlab.{dst}"
     return None
 
 

@@ -3,6 +3,7 @@ and a clear error for files that are not usable images."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,10 @@ class ImageReadError(GanlabError, ValueError):
     """A file could not be used as an image; the message names the file and the reason."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image declares more pixels than allowed (a decompression bomb, or simply too large)."""
+
+
 def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` by extension, sorted (deterministic order)."""
     folder = Path(folder)
@@ -39,13 +44,26 @@ def open_image(path: str | Path) -> Image.Image:
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
+    return _decode(path, str(path), MAX_PIXELS)
+
+
+def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """:func:`open_image` for bytes in memory (an upload): the size the header declares is checked against
+    ``max_pixels`` before any pixel is decoded (:class:`ImageTooLargeError`)."""
+    if not data:
+        raise ImageReadError(f"{label}: empty (0 bytes)")
+    return _decode(io.BytesIO(data), label, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, label: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ImageReadError(
-                        f"{path}: {im.width}x{im.height} exceeds the {MAX_PIXELS:,}-pixel limit "
+            with Image.open(source) as im:
+                # Image.open reads the header only: refuse a bomb before its pixels are allocated.
+                if im.width * im.height > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{label}: {im.width}x{im.height} exceeds the {max_pixels:,}-pixel limit "
                         "(possible decompression bomb)"
                     )
                 im.load()
@@ -53,12 +71,12 @@ def open_image(path: str | Path) -> Image.Image:
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({e})") from None
+        raise ImageTooLargeError(f"{label}: refused as a possible decompression bomb ({e})") from None
     except Image.UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not a recognised image format") from None
+        raise ImageReadError(f"{label}: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as e:
         # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError.
-        raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
+        raise ImageReadError(f"{label}: corrupt or truncated image ({e})") from None
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
