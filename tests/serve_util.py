@@ -36,7 +36,9 @@ def make_sr_run(root: Path, scale: int = 2, seed: int = 0) -> Path:
     from ganlab.models.sr import SRResNet
     from ganlab.sr.config import build_sr_config
 
-    cfg = build_sr_config("srresnet-small", overrides={"model": {"hidden": 8, "n_residual": 1, "scale": scale}})
+    cfg = build_sr_config(
+        "srresnet-small", overrides={"model": {"hidden": 8, "n_residual": 1, "scale": scale}}
+    )
     torch.manual_seed(seed)
     return _save(root, "sr", cfg, {"generator": SRResNet(cfg.model)})
 
