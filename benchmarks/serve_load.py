@@ -209,7 +209,8 @@ def main() -> None:
         f"{s['requests']} requests, {args.clients} clients, {args.size}x{args.size} PNG to {path}: codes {s['codes']}"
     )
     print(f"200: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms; 503: p50 {s['p50_503_ms']:.1f} ms")
-    print(f"throughput after warm-up: {len(rest) / wall:.1f} requests/s")
+    done = sum(r.status == 200 for r in rest)
+    print(f"after the warm-up: {done / wall:.1f} images/s, {len(rest) / wall:.1f} answers/s (200 and 503)")
     if rss_warm is not None and rss_end is not None:
         print(f"server RSS: {rss_warm:.0f} MB after {args.warmup} requests, {rss_end:.0f} MB after all")
     for e in s["errors"]:

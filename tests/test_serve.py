@@ -6,6 +6,7 @@ import io
 import re
 import resource
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -302,6 +303,9 @@ def test_cli_loads_warns_and_fails_in_one_line(runs, tmp_path, monkeypatch, caps
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ganlab serve: error: ") and needle in lines[0]
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    assert main(["serve", str(runs["cg"])]) == 2
+    assert "pip install 'ganlab[serve]'" in capsys.readouterr().err
     assert bind_warning("127.0.0.1", None) is None and bind_warning("::1", None) is None
     assert bind_warning("0.0.0.0", "token") is None and bind_warning("example.org", None)
     assert (

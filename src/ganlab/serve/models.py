@@ -149,13 +149,17 @@ def _sr(
     return ServedModel(name, "sr", [], scale, cfg.preset, _count(model), str(path), apply)
 
 
-def load_models(specs: list[str], **kwargs: Any) -> list[ServedModel]:
-    """Every model of the command line, names unique."""
+def load_models(specs: list[str], warm: bool = True, **kwargs: Any) -> list[ServedModel]:
+    """Every model of the command line, names unique. ``warm``: run each once on a small image, so the
+    first request does not pay for the kernels' first-use setup."""
     models: list[ServedModel] = []
     for spec in specs:
         m = load_model(spec, **kwargs)
         if any(o.name == m.name for o in models):
             raise UserError(f"two models are named {m.name!r}; name them apart with NAME=PATH")
+        if warm:
+            for direction in m.directions or [None]:
+                m.apply(Image.new("RGB", (64, 64)), direction, lambda: None)
         models.append(m)
     return models
 
