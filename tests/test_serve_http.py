@@ -65,9 +65,9 @@ def test_a_client_that_disconnects_frees_its_slot() -> None:
         queued.sendall(request)
         wait_for(lambda: slots().waiting == 1)
         queued.close()  # leaves the queue at once
-        wait_for(lambda: slots().waiting == 0, timeout=5)
+        wait_for(lambda: slots().waiting == 0)
         running.close()  # the model stops at its next check
-        wait_for(lambda: slots().running == 0, timeout=5)
+        wait_for(lambda: slots().running == 0)
         with connect(url) as s:  # the freed slot takes the next request
             s.sendall(request)
             wait_for(lambda: slots().running == 1)
