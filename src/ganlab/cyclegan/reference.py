@@ -74,6 +74,7 @@ def _folder_files(folder: Path, epoch: str) -> dict[str, Path]:
             f"{folder}: no {epoch}_net_G_A.pth (a reference CycleGAN checkpoints folder holds "
             f"{epoch}_net_G_A.pth, {epoch}_net_G_B.pth, {epoch}_net_D_A.pth, {epoch}_net_D_B.pth); "
             f"found: {', '.join(have) or 'no *_net_*.pth files'}"
+            + ("; `ganlab import FOLDER --epoch N` takes N_net_*.pth" if have else "")
         )
     if ("D_A" in found) != ("D_B" in found):
         missing = next(k for k in ("D_A", "D_B") if k not in found)
