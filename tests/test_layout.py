@@ -2,7 +2,9 @@
 
 Layers, from the bottom: ``ganlab.core`` (task-free machinery) < ``ganlab.models`` (pure nn.Modules) <
 the tasks ``ganlab.cyclegan`` and ``ganlab.sr`` (independent of each other) < ``ganlab.experiments``
-< ``ganlab.cli`` (argument parsing, reached only through ``ganlab.cli`` and ``ganlab.__main__``).
+< ``ganlab.cli`` (argument parsing, reached only through ``ganlab.cli`` and ``ganlab.__main__``). The
+public Python API (``ganlab.api``, re-exported lazily by the top package ``ganlab``) sits above the tasks:
+it may import them, the CLI may import it, nothing below it may.
 
 Every ``import`` / ``from ... import`` of a ganlab module is read with :mod:`ast`, module-level and
 function-local alike, relative imports resolved. An import names its *explicit* target only:
@@ -147,6 +149,8 @@ def _rule_broken(src: str, dst: str) -> str | None:
         return f"ganlab.{src} may not import ganlab.{dst} (cyclegan and sr are independent tasks below experiments)"
     if src == "experiments" and dst == "cli":
         return "ganlab.experiments may not import ganlab.cli"
+    if dst in ("api", "ganlab") and src not in ("api", "ganlab", "cli", "__main__"):
+        return "the public API (ganlab, ganlab.api) sits above the tasks; only the CLI may import it"
     return None
 
 
