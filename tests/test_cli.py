@@ -10,6 +10,8 @@ from ganlab.cli import COMMANDS, build_parser, main
 EXPECTED_COMMANDS = {
     "train",
     "translate",
+    "import",
+    "pretrained",
     "info",
     "eval",
     "demo",

@@ -1,9 +1,11 @@
 """The package layout, checked statically (nothing here imports ganlab).
 
 Layers, from the bottom: ``ganlab.core`` (task-free machinery) < ``ganlab.models`` (pure nn.Modules) <
-the tasks ``ganlab.cyclegan`` and ``ganlab.sr`` (independent of each other) < ``ganlab.experiments`` and
-``ganlab.serve`` (independent of each other) < ``ganlab.cli`` (argument parsing, reached only through
-``ganlab.cli`` and ``ganlab.__main__``).
+the tasks ``ganlab.cyclegan`` and ``ganlab.sr`` (independent of each other) < ``ganlab.experiments``
+< ``ganlab.cli`` (argument parsing, reached only through ``ganlab.cli`` and ``ganlab.__main__``). The
+public Python API (``ganlab.api``, re-exported lazily by the top package ``ganlab``) sits above the tasks:
+it may import them, the CLI may import it, nothing below it may. The HTTP app ``ganlab.serve`` sits above
+the API (it serves what ``ganlab.load`` loads); only the CLI imports it.
 
 Every ``import`` / ``from ... import`` of a ganlab module is read with :mod:`ast`, module-level and
 function-local alike, relative imports resolved. An import names its *explicit* target only:
@@ -148,8 +150,10 @@ def _rule_broken(src: str, dst: str) -> str | None:
         return f"ganlab.{src} may not import ganlab.{dst} (cyclegan and sr are independent tasks below experiments)"
     if src == "experiments" and dst == "cli":
         return "ganlab.experiments may not import ganlab.cli"
+    if dst in ("api", "ganlab") and src not in ("api", "ganlab", "cli", "__main__", "serve"):
+        return "the public API (ganlab, ganlab.api) sits above the tasks; only the CLI and ganlab.serve may import it"
     if dst == "serve" and src not in ("serve", "cli"):
-        return "only ganlab.cli may import ganlab.serve (the HTTP app sits above the tasks)"
+        return "only ganlab.cli may import ganlab.serve (the HTTP app sits above the API and the tasks)"
     if src == "serve" and dst in ("experiments", "cli"):
         return f"ganlab.serve may not import ganlab.{dst}"
     return None

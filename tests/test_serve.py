@@ -23,10 +23,11 @@ with warnings.catch_warnings():  # newer Starlette suggests httpx2 for its TestC
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
+import ganlab  # noqa: E402
 from ganlab.cli import main  # noqa: E402
 from ganlab.serve.app import create_app  # noqa: E402
 from ganlab.serve.limits import Limits, choose_format, parse_size  # noqa: E402
-from ganlab.serve.models import ServedModel, load_models  # noqa: E402
+from ganlab.serve.models import ServedModel, load_models, parse_spec  # noqa: E402
 from ganlab.serve.run import bind_warning  # noqa: E402
 
 from .serve_util import make_cyclegan_run, make_sr_run, png_bytes  # noqa: E402
@@ -81,8 +82,6 @@ def test_health_ready_models_and_page(models) -> None:
 
 
 def test_translate_matches_ganlab_translate(models, runs, tmp_path) -> None:
-    from ganlab.cyclegan.translate import translate_paths
-
     raw = png_bytes(45, 37)
     (tmp_path / "in.png").write_bytes(raw)
     with client(models) as c:
@@ -93,11 +92,32 @@ def test_translate_matches_ganlab_translate(models, runs, tmp_path) -> None:
         b2a = c.post("/v1/translate?direction=b2a", content=raw)  # the only CycleGAN model: no model=
     assert a2b.status_code == 200 and a2b.headers["content-type"] == "image/png"
     assert a2b.headers["x-image-size"] == "45x37" and float(a2b.headers["x-inference-seconds"]) >= 0
-    ref = translate_paths(runs["cg"], [tmp_path / "in.png"], tmp_path / "out", progress=False)[0]
+    out = tmp_path / "out"
+    assert (
+        main(["translate", str(tmp_path / "in.png"), "--run", str(runs["cg"]), "--out", str(out), "--quiet"])
+        == 0
+    )
     got = np.asarray(image(a2b))
-    assert got.shape == (37, 45, 3) and np.array_equal(got, np.asarray(Image.open(ref)))
+    assert got.shape == (37, 45, 3) and np.array_equal(got, np.asarray(Image.open(out / "in.png")))
     assert np.array_equal(np.asarray(image(multi)), got)
     assert not np.array_equal(np.asarray(image(b2a)), got)
+
+
+def test_reference_weights_serve_their_one_direction(tmp_path) -> None:
+    from .reference_nets import RefGenerator, randomized, save_state_dict
+
+    save_state_dict(randomized(RefGenerator(8, 6), 11).state_dict(), tmp_path / "horse2zebra.pth")
+    (ref,) = load_models([str(tmp_path / "horse2zebra.pth")])
+    expected = ganlab.load(tmp_path / "horse2zebra.pth").translate(Image.open(io.BytesIO(png_bytes(22, 31))))
+    with client([ref]) as c:
+        listed = c.get("/v1/models").json()["models"]
+        a2b = c.post("/v1/translate", content=png_bytes(22, 31))
+        b2a = c.post("/v1/translate?direction=b2a", content=png_bytes(22, 31))
+    assert [(m["name"], m["directions"], m["architecture"]) for m in listed] == [
+        ("horse2zebra", ["a2b"], "resnet6")
+    ]
+    assert np.array_equal(np.asarray(image(a2b)), np.asarray(expected))
+    assert b2a.status_code == 422 and err(b2a)["message"].endswith("use one of a2b")
 
 
 def test_upscale_keeps_alpha_and_grey_like_sr_upscale(models, runs, tmp_path) -> None:
@@ -296,7 +316,7 @@ def test_cli_loads_warns_and_fails_in_one_line(runs, tmp_path, monkeypatch, caps
     assert main(["serve", str(runs["cg"]), str(runs["cg"])]) == 2
     assert "two models are named 'cg'" in capsys.readouterr().err
     for argv, needle in (
-        (["serve", str(tmp_path / "nope")], "does not exist"),
+        (["serve", str(tmp_path / "nope")], "not found"),
         (["serve", str(runs["cg"]), "--token-file", str(tmp_path / "t")], "--token-file"),
         (["serve", str(runs["cg"]), "--max-queue", "-1"], "--max-queue"),
     ):
@@ -306,6 +326,9 @@ def test_cli_loads_warns_and_fails_in_one_line(runs, tmp_path, monkeypatch, caps
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
     assert main(["serve", str(runs["cg"])]) == 2
     assert "pip install 'ganlab[serve]'" in capsys.readouterr().err
+    assert parse_spec("pretrained:horse2zebra") == ("horse2zebra", "pretrained:horse2zebra")
+    assert parse_spec("w/latest_net_G.pth") == ("latest_net_G", "w/latest_net_G.pth")
+    assert parse_spec("x4=runs/sr") == ("x4", "runs/sr") and parse_spec("runs/sr/") == ("sr", "runs/sr/")
     assert bind_warning("127.0.0.1", None) is None and bind_warning("::1", None) is None
     assert bind_warning("0.0.0.0", "token") is None and bind_warning("example.org", None)
     assert (

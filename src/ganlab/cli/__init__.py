@@ -16,7 +16,21 @@ from ganlab.core.errors import GanlabError
 from ganlab.core.version import VERSION
 
 # Order here is the order in `ganlab --help`.
-COMMANDS = ["train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep", "bench", "serve"]
+COMMANDS = [
+    "train",
+    "translate",
+    "import",
+    "pretrained",
+    "info",
+    "eval",
+    "demo",
+    "data",
+    "sr",
+    "compare",
+    "sweep",
+    "bench",
+    "serve",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,9 @@ def _cyclegan(args: argparse.Namespace) -> dict[str, Any]:
             preset=args.preset, files=args.config, overrides=parse_set(args.overrides)
         )
         models = build_models(cfg)
-    info = describe(cfg.preset, cfg, models["G_A2B"], models["D_A"], n_pairs=2)
+    # A run imported from generator weights alone has no discriminator: describe the configured one.
+    disc = models["D_A"] if "D_A" in models else build_models(cfg)["D_A"]
+    info = describe(cfg.preset, cfg, models["G_A2B"], disc, n_pairs=2)
     m = cfg.model
     info["summary"] = (
         f"preset {cfg.preset}: generator {m.n_down} down/up ({m.upsample}), {m.n_residual} residual blocks, "

@@ -22,14 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve trained models over HTTP: JSON API, Prometheus metrics, a web page (extra: serve)",
-        description="Load CycleGAN runs (both directions) and SR runs once, then answer POST /v1/translate "
-        "and POST /v1/upscale; the page at / does the same in a browser. Needs pip install 'ganlab[serve]'.",
+        description="Load CycleGAN runs (both directions), reference .pth weights, pretrained:NAME models and "
+        "SR runs once, then answer POST /v1/translate and POST /v1/upscale; the page at / does the same in a "
+        "browser. Needs pip install 'ganlab[serve]'.",
     )
     p.add_argument(
         "models",
         nargs="+",
         metavar="RUN_DIR_OR_MODEL",
-        help="a run directory, named after its folder, or NAME=RUN_DIR",
+        help="a run directory, a reference .pth file or folder, or pretrained:NAME (as ganlab.load takes "
+        "them), named after the folder, file or pretrained name; or NAME=SOURCE",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"

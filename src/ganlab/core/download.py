@@ -1,5 +1,5 @@
 """Fetch and unpack a zip archive over HTTP (standard library only): resumable download, zip check, safe
-extraction.
+extraction; or fetch one file (:func:`download_file`) with the same resume and errors.
 
 A download goes to ``out/{name}.zip.part``; an interrupted one is resumed with an HTTP Range request
 the next time. The finished zip is tested, every member name is checked (no absolute paths, no ``..``,
@@ -67,7 +67,51 @@ def download_archive(
     return target
 
 
-def _fetch(url: str, part: Path, log: Callable[[str], object], timeout: float, progress: bool) -> None:
+def download_file(
+    url: str,
+    dest: str | Path,
+    log: Callable[[str], object] = print,
+    timeout: float = 60.0,
+    progress: bool = True,
+    check: Callable[[Path], None] | None = None,
+) -> Path:
+    """Download ``url`` to the file ``dest`` (resumable through ``dest.part``, like an archive); return
+    ``dest``. Returns at once if ``dest`` exists. ``check(path)`` raises DownloadError when a finished
+    download is unusable: the partial file is then deleted so the next run starts afresh."""
+    dest = Path(dest)
+    if dest.is_file():
+        log(f"{dest.name}: already present in {dest.parent}")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+
+    def usable(p: Path) -> bool:
+        try:
+            if check is not None:
+                check(p)
+            return True
+        except DownloadError:
+            return False
+
+    _fetch(url, part, log, timeout, progress, usable)
+    if check is not None:
+        try:
+            check(part)
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
+    part.replace(dest)
+    return dest
+
+
+def _fetch(
+    url: str,
+    part: Path,
+    log: Callable[[str], object],
+    timeout: float,
+    progress: bool,
+    is_complete: Callable[[Path], bool] = zipfile.is_zipfile,
+) -> None:
     """Download url into ``part``, continuing from its current size when there is one."""
     start = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": "ganlab-downloader"}
@@ -79,13 +123,13 @@ def _fetch(url: str, part: Path, log: Callable[[str], object], timeout: float, p
         e.close()
         if e.code == 416 and start:
             # Nothing left to send from that offset: the .part is complete already, or it is longer
-            # than the file (a different file changed on the server). A zip check tells which.
-            if zipfile.is_zipfile(part):
+            # than the file (a different file changed on the server). A check of the file tells which.
+            if is_complete(part):
                 log(f"{part.name}: already complete")
                 return
             log(f"{part.name}: does not match the file on the server; starting again")
             part.unlink()
-            return _fetch(url, part, log, timeout, progress)
+            return _fetch(url, part, log, timeout, progress, is_complete)
         raise DownloadError(f"HTTP error {e.code} ({e.reason}) for {url}") from None
     except (urllib.error.URLError, OSError) as e:
         raise _offline_error(url, e) from None

@@ -24,11 +24,12 @@ from ganlab.core import metric_table as MT
 from ganlab.core import metrics as M
 from ganlab.core.cost import count_params, gflops
 from ganlab.core.device import select_device
-from ganlab.core.errors import DataError
+from ganlab.core.errors import CheckpointError, DataError
 from ganlab.core.images import read_rgb
 from ganlab.core.rundir import read_metrics
 from ganlab.core.stats import paired_bootstrap
 from ganlab.cyclegan.data import load_test_images
+from ganlab.cyclegan.reference import describe_missing
 from ganlab.cyclegan.translate import load_run_models
 
 
@@ -133,6 +134,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     dev = select_device(device)
     models, cfg, meta = load_run_models(run_dir, checkpoint, dev, use_ema=use_ema)
+    if "G_B2A" not in models:  # the cycle metrics need both directions
+        raise CheckpointError(f"{describe_missing(meta, run_dir)}: eval needs both generators")
     root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
     if root is None or not (root / "testA").is_dir():
         raise DataError(
@@ -149,7 +152,7 @@ def evaluate_run(
             "generators": "ema" if use_ema and cfg.train.ema_decay > 0 else "raw",
             "preset": cfg.preset,
             "generator_params": count_params(models["G_A2B"]),
-            "discriminator_params": count_params(models["D_A"]),
+            "discriminator_params": count_params(models["D_A"]) if "D_A" in models else None,
             "gflops_256": gflops(models["G_A2B"], 256),
             "seconds_per_epoch": float(np.median(secs)) if secs else None,
             "epochs": len(epochs),

@@ -14,6 +14,7 @@ from torch import nn
 from ganlab.core.augment import make_augment
 from ganlab.core.checkpoint import Checkpoint, load_module_state, restore
 from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
+from ganlab.core.errors import ConfigError
 from ganlab.core.images import save_image
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
 from ganlab.core.rundir import MetricsLog, RunDir
@@ -22,6 +23,7 @@ from ganlab.cyclegan.data import load_unpaired
 from ganlab.cyclegan.ema import ema_name, inference_view, make_ema, update_ema
 from ganlab.cyclegan.evaluate import evaluate_models
 from ganlab.cyclegan.pool import ImagePool
+from ganlab.cyclegan.reference import describe_missing
 from ganlab.cyclegan.samples import sample_grid, sample_images
 from ganlab.cyclegan.schedule import lr_factor, lr_factor_at_progress, phase_at, phase_at_progress
 from ganlab.cyclegan.step import build_models, build_optimizers, fast_settings, set_learning_rates, train_step
@@ -222,6 +224,12 @@ def train(
         resume,
         lambda c: Path("runs") / c.preset,
     )
+    if ckpt is not None and describe_missing(ckpt.meta, resume or out):
+        raise ConfigError(
+            f"{describe_missing(ckpt.meta, resume or out)}: training needs both generators and both "
+            "discriminators (import a reference checkpoints folder with latest_net_D_A.pth and "
+            "latest_net_D_B.pth to continue training)"
+        )
     task = CycleGANTask(cfg, log=log, progress=progress)
     loop = TrainLoop(
         task,

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
 from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import from_dict
 from ganlab.core.device import autocast, resolve_precision
-from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
+from ganlab.core.errors import CheckpointError, UserError
+from ganlab.core.images import (
+    ImageReadError,
+    list_images,
+    pil_to_tensor,
+    read_rgb,
+    save_image,
+    tensor_to_pil,
+    to_rgb,
+)
 from ganlab.core.rundir import load_run_checkpoint
 from ganlab.core.tiling import tiled_apply
 from ganlab.cyclegan.config import CycleGANConfig
+from ganlab.cyclegan.reference import describe_missing, load_reference, reference_files
 from ganlab.cyclegan.step import build_models
 
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
+ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 
 
 def load_run_models(
@@ -28,12 +41,17 @@ def load_run_models(
     device: torch.device | None = None,
     use_ema: bool = True,
 ) -> tuple[nn.ModuleDict, CycleGANConfig, dict[str, Any]]:
-    """Rebuild the four networks from a checkpoint's own config and load their weights (the generators'
-    moving averages when the run kept them and ``use_ema``)."""
+    """Rebuild the networks from a checkpoint's own config and load their weights (the generators'
+    moving averages when the run kept them and ``use_ema``). A run imported from generator weights alone
+    lacks some networks (its checkpoint lists what it has): those are left out of the result."""
     ckpt = load_run_checkpoint(run_dir, checkpoint, "cyclegan")
     cfg = from_dict(CycleGANConfig, ckpt.meta["config"])
     models = build_models(cfg)
-    for name in models:
+    present = ckpt.meta.get("modules", list(models))
+    for name in list(models):
+        if name not in present:
+            del models[name]
+            continue
         # Generators: the EMA weights when the run kept them (they are the better generator).
         ema = f"{name}_ema"
         use = ema if use_ema and name.startswith("G_") and ckpt.section(f"model/{ema}") else name
@@ -73,41 +91,155 @@ def translate_tensor(
     return fn(x)
 
 
-def translate_paths(
+class Translator:
+    """CycleGAN generators ready for inference (what :func:`ganlab.load` returns).
+
+    ``translate`` maps one PIL image or numpy array to the same type; ``translate_paths`` and
+    ``translate_folder`` translate files, each output keeping its input's size and relative path.
+    ``precision`` auto: bf16 autocast where the hardware has it (within 40 dB PSNR of fp32; tested).
+    """
+
+    def __init__(
+        self,
+        generators: dict[str, nn.Module],
+        cfg: CycleGANConfig,
+        device: torch.device | None = None,
+        precision: str = "auto",
+        source: str = "",
+        missing: str = "",
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.generators = {d: g.to(self.device).eval() for d, g in generators.items()}
+        self.cfg, self.source, self._missing = cfg, source, missing
+        self.precision = resolve_precision(precision, self.device)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """The directions this model can translate: ("a2b", "b2a") or ("a2b",) for one generator."""
+        return tuple(d for d in DIRECTIONS if d in self.generators)
+
+    def generator(self, direction: str = "a2b") -> nn.Module:
+        if direction not in DIRECTIONS:
+            raise UserError(f"unknown direction {direction!r}; use a2b or b2a")
+        g = self.generators.get(direction)
+        if g is None:
+            why = f" ({self._missing})" if self._missing else ""
+            raise CheckpointError(
+                f"{self.source or 'this model'} has no {direction} generator{why}; "
+                f"available: {', '.join(self.directions) or 'none'}"
+            )
+        return g
+
+    def translate_tensor(
+        self, x: torch.Tensor, direction: str = "a2b", tile: int | None = None, tile_pad: int = 32
+    ) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> (N, 3, H, W) float on the CPU."""
+        y = translate_tensor(self.generator(direction), x.to(self.device), tile, tile_pad, self.precision)
+        return y.cpu()
+
+    def translate(
+        self, image: ImageLike, direction: str = "a2b", tile: int | None = None, tile_pad: int = 32
+    ) -> ImageLike:
+        """A PIL image (any mode; RGB out) or an (H, W) / (H, W, 3) array (uint8, uint16, or float in
+        [0, 1]; (H, W, 3) of the same dtype out) translated to the same type, at the same size."""
+        if isinstance(image, Image.Image):
+            y = self.translate_tensor(pil_to_tensor(to_rgb(image))[None], direction, tile, tile_pad)
+            return tensor_to_pil(y[0])
+        x, back = array_to_tensor(image)
+        return back(self.translate_tensor(x[None], direction, tile, tile_pad)[0])
+
+    def translate_paths(
+        self,
+        inputs: list[str | Path],
+        out_dir: str | Path,
+        direction: str = "a2b",
+        tile: int | None = None,
+        tile_pad: int = 32,
+        ext: str = ".png",
+        warn: Callable[[str], None] = print,
+        progress: bool = True,
+    ) -> list[Path]:
+        """Translate image files and folders into ``out_dir`` (folders keep their structure; outputs
+        take ``ext``). Unreadable images are skipped with a warning."""
+        self.generator(direction)  # an unavailable direction fails before any file is read
+        files = collect_inputs(inputs)
+        if not files:
+            raise FileNotFoundError(f"no images found in {', '.join(map(str, inputs))}")
+        out_dir = Path(out_dir)
+        written = []
+        for src, rel in tqdm(files, desc=f"translate {direction}", unit="img", disable=not progress):
+            try:
+                x = pil_to_tensor(read_rgb(src))[None]
+            except ImageReadError as e:
+                warn(f"warning: skipping {e}")
+                continue
+            y = self.translate_tensor(x, direction, tile, tile_pad)
+            dst = out_dir / rel.with_suffix(ext)
+            save_image(tensor_to_pil(y[0]), dst)
+            written.append(dst)
+        return written
+
+    def translate_folder(
+        self, src: str | Path, dst: str | Path, direction: str = "a2b", **kw: Any
+    ) -> list[Path]:
+        """Every image under ``src`` into ``dst`` (same relative paths); keywords as translate_paths."""
+        if not Path(src).is_dir():
+            raise FileNotFoundError(f"not a folder: {src}")
+        return self.translate_paths([src], dst, direction, **kw)
+
+
+def array_to_tensor(a: np.ndarray) -> tuple[torch.Tensor, Callable[[torch.Tensor], np.ndarray]]:
+    """(H, W) or (H, W, 3) array -> (3, H, W) in [-1, 1], and the map of a result back to an (H, W, 3)
+    array of the input's dtype (uint8 / uint16 full range, floats in [0, 1])."""
+    if not isinstance(a, np.ndarray):
+        raise UserError(f"expected a PIL image or a numpy array, got {type(a).__name__}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise UserError(f"expected an (H, W) or (H, W, 3) array, got shape {a.shape}")
+    if a.dtype in (np.uint8, np.uint16):
+        top = float(np.iinfo(a.dtype).max)
+        dtype = a.dtype
+
+        def back(t: torch.Tensor) -> np.ndarray:
+            v = ((t.float().clamp(-1, 1) + 1) * (top / 2)).round().permute(1, 2, 0).numpy()
+            return v.astype(dtype)
+
+        x = torch.from_numpy(a.astype(np.float32) / (top / 2) - 1.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        dtype = a.dtype
+
+        def back(t: torch.Tensor) -> np.ndarray:
+            return ((t.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy().astype(dtype)
+
+        x = torch.from_numpy(np.clip(a, 0.0, 1.0).astype(np.float32) * 2 - 1.0)
+    else:
+        raise UserError(f"unsupported array dtype {a.dtype}; use uint8, uint16 or float in [0, 1]")
+    return x.permute(2, 0, 1).contiguous(), back
+
+
+def load_translator(
     run_dir: str | Path,
-    inputs: list[str | Path],
-    out_dir: str | Path,
-    direction: str = "a2b",
     checkpoint: str | int = "latest",
     device: torch.device | None = None,
-    tile: int | None = None,
-    tile_pad: int = 32,
-    ext: str = ".png",
-    warn: Callable[[str], None] = print,
-    progress: bool = True,
+    use_ema: bool = True,
     precision: str = "auto",
-) -> list[Path]:
-    """Translate every input image; each output keeps its input's size and name (with ``ext``).
-    ``precision`` auto: bf16 autocast where the hardware has it (within 40 dB PSNR of fp32; tested)."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; use a2b or b2a")
-    device = device or torch.device("cpu")
-    models, _, _ = load_run_models(run_dir, checkpoint, device)
-    g = models[DIRECTIONS[direction]]
-    precision = resolve_precision(precision, device, warn)
-    files = collect_inputs(inputs)
-    if not files:
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, inputs))}")
-    out_dir = Path(out_dir)
-    written = []
-    for src, rel in tqdm(files, desc=f"translate {direction}", unit="img", disable=not progress):
-        try:
-            x = pil_to_tensor(read_rgb(src))[None].to(device)
-        except ImageReadError as e:
-            warn(f"warning: skipping {e}")
-            continue
-        y = translate_tensor(g, x, tile, tile_pad, precision)
-        dst = out_dir / rel.with_suffix(ext)
-        save_image(tensor_to_pil(y[0]), dst)
-        written.append(dst)
-    return written
+) -> Translator:
+    """A run's generators as a :class:`Translator`."""
+    models, cfg, meta = load_run_models(run_dir, checkpoint, device, use_ema)
+    gens = {d: models[name] for d, name in DIRECTIONS.items() if name in models}
+    return Translator(gens, cfg, device, precision, str(run_dir), describe_missing(meta, run_dir))
+
+
+def load_reference_translator(
+    source: str | Path,
+    device: torch.device | None = None,
+    precision: str = "auto",
+    b2a: str | Path | None = None,
+) -> Translator:
+    """Reference CycleGAN weights (a generator .pth, optionally ``b2a`` for the other direction, or a
+    reference checkpoints folder) as a :class:`Translator`, without writing a run."""
+    models, cfg = load_reference(reference_files(source, b2a))
+    gens = {d: models[name] for d, name in DIRECTIONS.items() if name in models}
+    missing = "" if "b2a" in gens else "a single generator file is the a2b direction only"
+    return Translator(gens, cfg, device, precision, str(source), missing)

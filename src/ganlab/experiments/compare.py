@@ -251,6 +251,8 @@ def compare_runs(
             models, cfg, meta = load_run_models(run, "latest", dev)
         except CheckpointError as e:
             raise UserError(f"{run}: {e}") from None
+        if DIRECTIONS[direction] not in models:  # a run imported from one generator file
+            raise UserError(f"{run}: has no {direction} generator (it holds {', '.join(models)})")
         row = _base_row(label, run, models, cfg, meta)
         root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
         res = _eval_is_fresh(run, ckpt, root, meta["epoch"])

@@ -1,9 +1,10 @@
 """The models a server holds: each loaded once at start, then applied to PIL images from worker threads.
 
-:func:`load_model` is the one adapter between ``ganlab serve`` and the ways ganlab loads a model. Today it
-reads run directories (CycleGAN: both generators; SR: the generator) through the same loaders as
-``ganlab translate`` and ``ganlab sr upscale``; when ``ganlab.load(...)`` (runs, reference weights,
-pretrained) and ONNX files exist, only this function changes.
+:func:`load_model` is the one adapter between ``ganlab serve`` and the ways ganlab loads a model: it goes
+through the Python API, ``ganlab.load`` (CycleGAN runs, reference ``.pth`` weights, ``pretrained:NAME``)
+and ``ganlab.load_sr`` (SR runs), and applies the models with the same functions as ``ganlab translate``
+and ``ganlab sr upscale``, wrapped so that a request whose client left stops between tiles. ONNX files,
+once ganlab exports them, are one more branch there.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ganlab.core.device import resolve_precision
+from ganlab.api import PRETRAINED_PREFIX, load, load_sr
 from ganlab.core.errors import UserError
 from ganlab.core.images import pil_to_tensor, tensor_to_pil, to_rgb
-from ganlab.core.rundir import run_meta
-from ganlab.cyclegan.translate import DIRECTIONS, load_run_models, translate_tensor
-from ganlab.sr.evaluate import load_sr_generator
+from ganlab.core.rundir import RunDir, run_meta
+from ganlab.cyclegan.translate import translate_tensor
 from ganlab.sr.upscale import upscale_image
 
 TASK_NAMES = {"cyclegan": "CycleGAN translation", "sr": "super-resolution"}
@@ -74,89 +74,89 @@ class _Checked:
         return self.fn(x)
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    """``NAME=PATH`` or ``PATH`` (named after the directory) -> (name, path)."""
-    name, sep, path = spec.partition("=")
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``NAME=SOURCE`` or ``SOURCE`` -> (name, source). A source is a run directory, a reference ``.pth``
+    file or folder, or ``pretrained:NAME``; unnamed, it is named after the folder, the file's stem or
+    the pretrained name."""
+    name, sep, source = spec.partition("=")
     if not sep or not _NAME.match(name):
-        name, path = Path(spec).name, spec
+        source = spec
+        bare = spec[len(PRETRAINED_PREFIX) :] if spec.startswith(PRETRAINED_PREFIX) else spec
+        path = Path(bare)
+        name = path.stem if path.suffix.lower() in (".pth", ".pt") else path.name
     if not _NAME.match(name):
         raise UserError(
-            f"cannot name a model after {spec!r}; give it a name as NAME=PATH (letters, digits, . _ -)"
+            f"cannot name a model after {spec!r}; give it a name as NAME=SOURCE (letters, digits, . _ -)"
         )
-    return name, Path(path)
+    return name, source
 
 
 def load_model(
     spec: str,
-    device: torch.device | None = None,
+    device: str = "auto",
     precision: str = "auto",
     tile: int = 512,
     checkpoint: str | int = "latest",
 ) -> ServedModel:
-    """A run directory (``NAME=PATH`` or ``PATH``) -> a :class:`ServedModel` on ``device``.
+    """``NAME=SOURCE`` or ``SOURCE`` -> a :class:`ServedModel`: SR runs through ``ganlab.load_sr``,
+    everything else through ``ganlab.load``.
 
     ``tile``: images with a side over this many pixels are processed in overlapping tiles (bounded memory;
-    SR uses LR tiles of half that side; 0: whole images). ``precision``: as ``ganlab translate`` (auto: bf16 where native).
+    SR uses LR tiles of half that side; 0: whole images). ``precision``: as ``ganlab translate`` (auto:
+    bf16 where native).
     """
-    name, path = parse_spec(spec)
-    if not path.exists():
-        raise UserError(f"model {name!r}: {path} does not exist")
-    device = device or torch.device("cpu")
-    precision = resolve_precision(precision, device)
-    task = run_meta(path, checkpoint).get("task")
-    if task == "cyclegan":
-        return _cyclegan(name, path, device, precision, tile, checkpoint)
-    if task == "sr":
-        return _sr(name, path, device, precision, tile, checkpoint)
-    raise UserError(f"model {name!r}: {path} is a {task!r} run; ganlab serve knows {', '.join(TASK_NAMES)}")
+    name, source = parse_spec(spec)
+    meta = run_meta(source, checkpoint) if RunDir(Path(source)).has_checkpoint() else {}
+    if meta.get("task") == "sr":
+        up = load_sr(source, checkpoint=checkpoint, device=device, precision=precision)
+        return _sr(name, source, up, meta["config"].get("preset", "srresnet"), tile)
+    model = load(source, checkpoint=checkpoint, device=device, precision=precision, progress=False)
+    return _cyclegan(name, source, model, tile)
 
 
 def _count(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def _cyclegan(
-    name: str, path: Path, device: torch.device, precision: str, tile: int, checkpoint: str | int
-) -> ServedModel:
-    models, cfg, _ = load_run_models(path, checkpoint, device)
+def _cyclegan(name: str, source: str, tr: Any, tile: int) -> ServedModel:
+    """``tr``: a ``ganlab.cyclegan.translate.Translator`` (one or both directions)."""
     # Eval mode, no grad: a forward pass changes no state, so worker threads share the generators.
-    gens = {d: models[key] for d, key in DIRECTIONS.items()}
+    gens = {d: tr.generator(d) for d in tr.directions}
 
     def apply(im: Image.Image, direction: str | None, check: Callable[[], None]) -> Image.Image:
         # As `ganlab translate`: any mode -> RGB (alpha composited on white), output the input's size.
-        x = pil_to_tensor(to_rgb(im))[None].to(device)
-        y = translate_tensor(_Checked(gens[direction or "a2b"], check), x, tile, 32, precision)
-        return tensor_to_pil(y[0])
+        x = pil_to_tensor(to_rgb(im))[None].to(tr.device)
+        y = translate_tensor(_Checked(gens[direction or "a2b"], check), x, tile, 32, tr.precision)
+        return tensor_to_pil(y[0].cpu())
 
     # Reflection padding and InstanceNorm need >= 2 pixels per side at the coarsest of the n_down levels.
-    min_side = max(4, 2**cfg.model.n_down + 1)
-    return ServedModel(
-        name, "cyclegan", list(DIRECTIONS), 1, cfg.preset, _count(*gens.values()), str(path), apply, min_side
-    )
+    min_side = max(4, 2**tr.cfg.model.n_down + 1)
+    params = _count(*gens.values())
+    return ServedModel(name, "cyclegan", list(gens), 1, tr.cfg.preset, params, source, apply, min_side)
 
 
-def _sr(
-    name: str, path: Path, device: torch.device, precision: str, tile: int, checkpoint: str | int
-) -> ServedModel:
-    model, cfg, _ = load_sr_generator(path, checkpoint, device)
-    scale, pad = cfg.model.scale, model.receptive_radius
+def _sr(name: str, source: str, up: Any, architecture: str, tile: int) -> ServedModel:
+    """``up``: a ``ganlab.sr.upscale.Upscaler``."""
+    model, pad = up.model, up.model.receptive_radius
     lr_tile = tile // 2  # LR tiles: the default 512 gives `ganlab sr upscale`'s 256
 
     def apply(im: Image.Image, direction: str | None, check: Callable[[], None]) -> Image.Image:
         # As `ganlab sr upscale`: grey stays grey, 16-bit stays 16-bit, alpha is upscaled and kept.
-        return upscale_image(_Checked(model, check), im, scale, device, lr_tile, pad, precision)
+        return upscale_image(_Checked(model, check), im, up.scale, up.device, lr_tile, pad, up.precision)
 
-    return ServedModel(name, "sr", [], scale, cfg.preset, _count(model), str(path), apply)
+    return ServedModel(name, "sr", [], up.scale, architecture, _count(model), source, apply)
 
 
 def load_models(specs: list[str], warm: bool = True, **kwargs: Any) -> list[ServedModel]:
     """Every model of the command line, names unique. ``warm``: run each once on a small image, so the
     first request does not pay for the kernels' first-use setup."""
+    names = [parse_spec(spec)[0] for spec in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise UserError(f"two models are named {name!r}; name them apart with NAME=SOURCE")
     models: list[ServedModel] = []
     for spec in specs:
         m = load_model(spec, **kwargs)
-        if any(o.name == m.name for o in models):
-            raise UserError(f"two models are named {m.name!r}; name them apart with NAME=PATH")
         if warm:
             for direction in m.directions or [None]:
                 m.apply(Image.new("RGB", (64, 64)), direction, lambda: None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from ganlab.core.device import autocast, resolve_precision, select_device
 from ganlab.core.errors import GanlabError
 from ganlab.core.images import list_images, open_image, save_image, to_rgb
 from ganlab.core.tiling import tiled_apply
+from ganlab.models.sr import SRResNet
 from ganlab.sr.data import bicubic_resize
 from ganlab.sr.evaluate import load_sr_generator
 
@@ -30,6 +32,7 @@ class UpscaleError(GanlabError, ValueError):
     """The inputs cannot be upscaled as asked (e.g. two inputs would write the same output file)."""
 
 
+ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # BT.601 luma, the weights of PIL's RGB -> L conversion.
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -129,6 +132,61 @@ def collect_inputs(inputs: list[str | Path], out: Path) -> list[tuple[Path, Path
     return pairs
 
 
+class Upscaler:
+    """An SR run's generator ready for inference (what :func:`ganlab.load_sr` returns).
+
+    ``upscale`` maps a PIL image (any mode, see the module docstring) to a PIL image, or a numpy array
+    to an array of the same dtype: uint8 (H, W), (H, W, 3) or (H, W, 4), or float (H, W) / (H, W, 3) in
+    [0, 1]. Tiles of ``tile`` px with ``pad`` px of context (default: the receptive radius, exact).
+    """
+
+    def __init__(
+        self, model: SRResNet, device: torch.device | None = None, precision: str = "auto", source: str = ""
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device).eval()
+        self.scale = model.cfg.scale
+        self.precision = resolve_precision(precision, self.device)
+        self.source = source
+
+    def upscale(self, image: ImageLike, tile: int = 256, pad: int | None = None) -> ImageLike:
+        pad = self.model.receptive_radius if pad is None else pad
+        if isinstance(image, Image.Image):
+            return upscale_image(self.model, image, self.scale, self.device, tile, pad, self.precision)
+        if not isinstance(image, np.ndarray):
+            raise UpscaleError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+        if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            return np.asarray(self.upscale(Image.fromarray(image), tile, pad))
+        if np.issubdtype(image.dtype, np.floating) and (image.ndim == 2 or image.shape[-1] == 3):
+            x = torch.from_numpy(np.clip(image, 0, 1).astype(np.float32))
+            x = x[None, None].expand(1, 3, -1, -1) if x.dim() == 2 else x.permute(2, 0, 1)[None]
+            y = self._tensor(x.contiguous(), tile, pad)[0]
+            y = (y * _LUMA[0]).sum(0) if image.ndim == 2 else y.permute(1, 2, 0)
+            return y.numpy().astype(image.dtype)
+        raise UpscaleError(
+            f"unsupported array {image.dtype} {image.shape}; use uint8 (H, W[, 3|4]) or float (H, W[, 3])"
+        )
+
+    @torch.no_grad()
+    def _tensor(self, x: torch.Tensor, tile: int, pad: int) -> torch.Tensor:
+        """(1, 3, h, w) in [0, 1] -> (1, 3, scale*h, scale*w) clamped to [0, 1], on the CPU."""
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.precision):
+                return self.model(t.to(self.device)).float().clamp(0, 1).cpu()
+
+        return tiled_apply(fn, x, tile, pad, self.scale)
+
+
+def load_upscaler(
+    run_dir: str | Path, checkpoint: str | int = "latest", device: str = "auto", precision: str = "auto"
+) -> Upscaler:
+    """An SR run's generator as an :class:`Upscaler`."""
+    dev = select_device(device)
+    model, _, _ = load_sr_generator(run_dir, checkpoint, dev)
+    return Upscaler(model, dev, precision, str(run_dir))
+
+
 def upscale_files(
     run_dir: str | Path,
     inputs: list[str | Path],
@@ -145,14 +203,10 @@ def upscale_files(
     ``pad`` None: the generator's receptive-field radius, which makes tiling exact. ``precision`` auto:
     bf16 autocast where the hardware has it.
     """
-    dev = select_device(device)
-    precision = resolve_precision(precision, dev)
-    model, cfg, _ = load_sr_generator(run_dir, checkpoint, dev)
-    pad = model.receptive_radius if pad is None else pad
+    up = load_upscaler(run_dir, checkpoint, device, precision)
     pairs = collect_inputs(inputs, Path(out))
     written = []
     for src, dst in tqdm(pairs, desc="upscale", unit="image", disable=not progress, dynamic_ncols=True):
-        result = upscale_image(model, open_image(src), cfg.model.scale, dev, tile, pad, precision)
-        save_image(result, dst)
+        save_image(up.upscale(open_image(src), tile, pad), dst)
         written.append(dst)
     return written
