@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ganlab.core import distributed
 from ganlab.core.config import Option, load_yaml, merge, option_overrides, parse_set
 
 
@@ -34,6 +35,33 @@ def add_precision(p: argparse.ArgumentParser, default: str | None = "auto") -> N
     p.add_argument(
         "--precision", choices=PRECISIONS, default=default, help="auto: bf16 where the hardware has it"
     )
+
+
+def add_nproc(p: argparse.ArgumentParser) -> None:
+    """``--nproc N``: the command again as N data-parallel processes on this machine, through torchrun."""
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (torchrun --standalone --nproc-per-node N -m ganlab "
+        "...): gradients averaged, --batch-size per process; for several machines run torchrun itself",
+    )
+
+
+def relaunch(args: argparse.Namespace) -> int | None:
+    """Run the command as ``args.nproc`` processes through torchrun (its exit code), or None when
+    ``--nproc`` is not given (or is 1): then the caller trains in this process."""
+    if not args.nproc or args.nproc == 1:
+        return None
+    argv, out, skip = list(args.argv), [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return distributed.launch(args.nproc, out)
 
 
 def add_options(p: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
