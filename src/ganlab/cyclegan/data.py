@@ -165,7 +165,12 @@ class UnpairedData:
             self.a, self.b, plan, self.cfg.size, self.cfg.resolved_load_size, self.cfg.flip
         )
         batches = shard(len(plan), batch_size, *part)[skip_batches:]
-        return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=self.cfg.workers)
+        # A generator of its own: a loader draws a seed from it for its workers each time it starts, and
+        # drawn from torch's global one that would shift every later random number of a resumed run.
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        return torch.utils.data.DataLoader(
+            ds, batch_sampler=batches, num_workers=self.cfg.workers, generator=gen
+        )
 
 
 def load_unpaired(
