@@ -136,8 +136,15 @@ def session(device: str = "auto") -> Iterator[None]:
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     me, limit = rank(), timeout_s()
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=limit))
-    except (RuntimeError, ValueError) as e:
+        store = _store(limit)
+        dist.init_process_group(
+            backend,
+            store=store,
+            rank=me,
+            world_size=int(os.environ["WORLD_SIZE"]),
+            timeout=timedelta(seconds=limit),
+        )
+    except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DistributedError(f"rank {me}: cannot join the other processes at {where}: {first}") from None
     old = _on_sigterm()
@@ -161,6 +168,17 @@ def session(device: str = "auto") -> Iterator[None]:
             signal.signal(signal.SIGTERM, old)
         _groups.control = _groups.patient = None
         dist.destroy_process_group()
+
+
+def _store(limit: float) -> dist.Store:
+    """The key-value store the processes meet at: torchrun's own (its agent serves it at MASTER_ADDR:PORT),
+    or else one served by rank 0. torchrun keeps its store across restarts, so the keys of each attempt
+    get their own prefix: a restarted group would otherwise read the addresses of the processes it lost."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    world, timeout = int(os.environ["WORLD_SIZE"]), timedelta(seconds=limit)
+    store = dist.TCPStore(addr, port, world, is_master=not agent and rank() == 0, timeout=timeout)
+    return dist.PrefixStore(f"ganlab/attempt{restarted()}/", store)
 
 
 def _first_line(e: BaseException) -> str:
