@@ -1,5 +1,5 @@
-"""Launching with torchrun: the ``--nproc`` shortcut with an elastic restart after a worker is killed, and
-two "machines" on 127.0.0.1 meeting through the c10d rendezvous, one of which then loses its worker."""
+"""Launching with torchrun: the ``--nproc`` shortcut's command, and two "machines" on 127.0.0.1 meeting
+through the c10d rendezvous, restarting after a killed worker, stopping after another."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from ganlab.cli import main
 from ganlab.core.rundir import read_metrics
 
 from .conftest import TINY
@@ -26,12 +31,12 @@ def _children(pid: int) -> list[int]:
     return sorted(out)
 
 
-def _wait_for(path: Path, procs: list[subprocess.Popen], limit_s: float = 180) -> None:
-    """Until ``path`` exists; fails if a process ends first or it takes over ``limit_s`` (a hang guard)."""
+def _wait_for(done: Callable[[], bool], procs: list[subprocess.Popen], limit_s: float = 180) -> None:
+    """Until ``done()``; fails if a launcher ends first or it takes over ``limit_s`` (a hang guard)."""
     end = time.monotonic() + limit_s
-    while not path.exists():
-        assert all(p.poll() is None for p in procs), "a launcher ended before the first checkpoint"
-        assert time.monotonic() < end, f"no {path.name} after {limit_s} s"
+    while not done():
+        assert all(p.poll() is None for p in procs), "a launcher ended too early"
+        assert time.monotonic() < end, f"still waiting after {limit_s} s"
         time.sleep(0.05)
 
 
@@ -40,42 +45,46 @@ def _train(data: Path, out: Path, epochs: int) -> list[str]:
     return [*base, *ARGS, "--epochs", str(epochs)]
 
 
-def test_killed_worker_is_restarted_and_training_goes_on(tiny_data: Path, tmp_path: Path) -> None:
-    out, log = tmp_path / "run", tmp_path / "launcher.log"
-    env = dict(os.environ, PET_MAX_RESTARTS="1")  # torchrun --max-restarts 1, through its environment
-    with open(log, "w") as fh:
-        launcher = subprocess.Popen(
-            [sys.executable, *_train(tiny_data, out, 4), "--nproc", "2"], stdout=fh, stderr=fh, env=env
-        )
-        try:
-            _wait_for(out / "checkpoints" / "epoch_0001.safetensors", [launcher])
-            os.kill(_children(launcher.pid)[-1], signal.SIGKILL)
-            rc = launcher.wait(timeout=240)
-        finally:
-            launcher.kill()
-    text = log.read_text()
-    assert rc == 0, text[-3000:]
-    starts = [line for line in text.splitlines() if line.startswith("training model2")]
-    assert len(starts) == 2 and "epochs 1..4" in starts[0], starts
-    resumed_from = int(starts[1].split("| epochs ")[1].split("..")[0])
-    assert resumed_from >= 2  # the restarted processes went on from a checkpoint, not from scratch
-    assert {r["epoch"] for r in read_metrics(out, "epoch")} == set(range(1, 5))
-    assert "global batch 4" in starts[1]
+def test_nproc_runs_the_same_command_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.distributed import run as torchrun
+
+    seen: list[Any] = []
+    monkeypatch.setattr(torchrun, "run", seen.append)
+    monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
+    argv = ["train", "--data", "D", "--nproc", "2", "--epochs", "3", "--nproc=2", "--quiet"]
+    assert main(argv) == 0
+    (args,) = seen
+    assert (args.standalone, args.nproc_per_node, args.module, args.training_script) == (
+        True,
+        "2",
+        True,
+        "ganlab",
+    )
+    assert args.training_script_args == ["train", "--data", "D", "--epochs", "3", "--quiet"]
+    assert os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # a fresh store for each restart
 
 
-def test_two_nodes_meet_by_c10d_and_a_lost_node_stops_the_other(tiny_data: Path, tmp_path: Path) -> None:
+def test_two_nodes_meet_restart_after_a_kill_and_stop_after_another(tiny_data: Path, tmp_path: Path) -> None:
+    """Two "machines" on 127.0.0.1, one process each, through the c10d rendezvous (the documented command).
+    A killed worker: both restart from the latest checkpoint. Killed again with no restart left: the other
+    machine's process exits at once with a clear message, and so do both launchers."""
     out, (port,) = tmp_path / "run", _free_ports(1)
     rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "ganlab-test"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", *rdzv]
+    env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     logs = [tmp_path / f"node{n}.log" for n in range(2)]
     nodes: list[subprocess.Popen] = []
     try:
-        # The documented two-machine command, both "machines" here (c10d assigns the ranks).
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", *rdzv]
         for log in logs:
             with open(log, "w") as fh:
-                nodes.append(subprocess.Popen([*cmd, *_train(tiny_data, out, 50)], stdout=fh, stderr=fh))
-        _wait_for(out / "checkpoints" / "epoch_0001.safetensors", nodes)
-        os.kill(_children(nodes[1].pid)[-1], signal.SIGKILL)  # node 1's worker dies
+                argv = [*cmd, "--max-restarts", "1", *_train(tiny_data, out, 50)]
+                nodes.append(subprocess.Popen(argv, stdout=fh, stderr=fh, env=env))
+        _wait_for(lambda: (out / "checkpoints" / "epoch_0001.safetensors").exists(), nodes)
+        os.kill(_children(nodes[1].pid)[-1], signal.SIGKILL)
+        _wait_for(lambda: len(_starts(logs)) == 2, nodes)
+        resumed = int(_starts(logs)[1].split("| epochs ")[1].split("..")[0])
+        _wait_for(lambda: (out / "checkpoints" / f"epoch_{resumed:04d}.safetensors").exists(), nodes)
+        os.kill(_children(nodes[1].pid)[-1], signal.SIGKILL)
         t0 = time.monotonic()
         codes = [p.wait(timeout=60) for p in nodes]  # TimeoutExpired here would be a hang
         waited = time.monotonic() - t0
@@ -83,8 +92,15 @@ def test_two_nodes_meet_by_c10d_and_a_lost_node_stops_the_other(tiny_data: Path,
         for p in nodes:
             p.kill()
     text = [log.read_text() for log in logs]
-    assert "global batch 4" in "".join(text)  # both nodes trained one run
+    assert "global batch 4" in _starts(logs)[0]  # one run over both machines
+    assert resumed >= 2  # the restarted processes went on from a checkpoint, not from scratch
+    epochs = [r["epoch"] for r in read_metrics(out, "epoch")]
+    assert set(epochs) == set(range(1, max(epochs) + 1)) and max(epochs) >= resumed
     assert codes[0] != 0 and codes[1] != 0 and waited < 60
-    assert "lost contact with the other processes" in text[0] or "stopped by the launcher" in text[0], text[
-        0
-    ][-3000:]
+    assert "lost contact with the other processes" in text[0], text[0][-3000:]
+
+
+def _starts(logs: list[Path]) -> list[str]:
+    """The lines a run starts with, from both machines' logs."""
+    lines = [line for log in logs for line in log.read_text().splitlines()]
+    return [line for line in lines if line.startswith("training model2")]

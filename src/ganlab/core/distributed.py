@@ -37,7 +37,7 @@ from ganlab.core.budget import Budget, StopFlag
 from ganlab.core.checkpoint import Checkpoint, rng_state_tensors
 from ganlab.core.device import select_device
 from ganlab.core.errors import DeviceError, DistributedError, UserError
-from ganlab.core.rundir import MetricsLog
+from ganlab.core.rundir import MetricsLog, run_meta
 from ganlab.core.sync_bn import convert_sync_batchnorm
 
 TIMEOUT_ENV = "GANLAB_DIST_TIMEOUT"  # seconds a collective waits for a silent peer (default 60)
@@ -46,6 +46,7 @@ DEFAULT_TIMEOUT_S = 60.0
 # than a training step; they use a separate group with this timeout. A peer that dies is seen at once
 # there too (its connections close); only a peer that hangs waits this long.
 PATIENT_TIMEOUT_S = 3600.0
+FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"  # torchrun agents: a new store per rendezvous
 SHARED_PREFIXES = ("model/", "optim/")  # checkpoint tensors every process holds alike
 
 
@@ -82,9 +83,26 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def restarted() -> int:
-    """How often torchrun restarted the processes after a failure (``--max-restarts``)."""
+def restart_count() -> int:
+    """How often this process's torchrun agent restarted its processes after a failure."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def _job() -> str | None:
+    """The torchrun job (its rendezvous id; "none" when not given) this process belongs to."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") if launched() else None
+
+
+def restarted(run_dir: Path) -> bool:
+    """Whether torchrun restarted the processes of the job that wrote ``run_dir``'s latest checkpoint
+    (after a failure with ``--max-restarts``, or when a machine joined or left): then they go on from it.
+    The job's rendezvous id tells; without one ("none"), this machine's restart count does."""
+    job = _job()
+    if job is None:
+        return False
+    if job == "none":
+        return restart_count() > 0
+    return run_meta(run_dir).get("torchrun_job") == job
 
 
 def rank_zero(log: Callable[[str], None]) -> Callable[[str], None]:
@@ -171,14 +189,18 @@ def session(device: str = "auto") -> Iterator[None]:
 
 
 def _store(limit: float) -> dist.Store:
-    """The key-value store the processes meet at: torchrun's own (its agent serves it at MASTER_ADDR:PORT),
-    or else one served by rank 0. torchrun keeps its store across restarts, so the keys of each attempt
-    get their own prefix: a restarted group would otherwise read the addresses of the processes it lost."""
+    """The key-value store the processes meet at: the one torchrun's agent serves at MASTER_ADDR:PORT, or
+    one rank 0 serves there (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for the agents, or a manual launch).
+
+    torchrun keeps its agent's store across restarts: each attempt's keys get a prefix of their own, or
+    a restarted group would read the addresses of the processes it lost. The prefix is the restart count,
+    which one agent keeps alike for all its processes; agents on several machines can count a restart
+    differently, hence a fresh store per attempt there (docs/distributed.md)."""
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     world, timeout = int(os.environ["WORLD_SIZE"]), timedelta(seconds=limit)
     store = dist.TCPStore(addr, port, world, is_master=not agent and rank() == 0, timeout=timeout)
-    return dist.PrefixStore(f"ganlab/attempt{restarted()}/", store)
+    return dist.PrefixStore(f"ganlab/attempt{restart_count()}/", store) if agent else store
 
 
 def _first_line(e: BaseException) -> str:
@@ -321,7 +343,7 @@ def gather_rank_state(extra: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     """Each process's own state (its extra tensors and random streams) for the checkpoint rank 0 writes:
     rank 0's under their own names (the checkpoint writer adds its random streams), rank r's under
     ``rank{r}/``; ``meta`` notes how many processes saved. None on the other ranks (they write nothing)."""
-    meta["world_size"] = world_size()
+    meta.update(world_size=world_size(), torchrun_job=_job())
     if not active():
         return extra
     own = {k: v.detach().cpu() for k, v in {**extra, **rng_state_tensors()}.items()}
@@ -407,6 +429,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "ganlab", *argv])
+    os.environ.setdefault(FRESH_STORE_ENV, "1")  # a fresh store for each attempt (see _store)
     try:
         torchrun.run(args)
     except ChildFailedError as e:

@@ -366,11 +366,11 @@ def resolve_run(
         out = Path(out) if out else default_out(cfg)
         if not RunDir(out).has_checkpoint():
             return cfg, out, None, {}
-        if not dist.restarted():
+        if not dist.restarted(out):
             raise ConfigError(
                 f"{out} already holds a run; use --resume {out} to continue it or pick another --out"
             )
-        resume = out  # torchrun restarted the processes after a failure: go on from the latest checkpoint
+        resume = out  # torchrun restarted this job's processes: go on from the latest checkpoint
     ckpt = load_run_checkpoint(resume, "latest", task)
     old = ckpt.meta["config"]
     if preset is not None and preset != old.get("preset"):
