@@ -64,6 +64,14 @@ def test_nproc_runs_the_same_command_under_torchrun(monkeypatch: pytest.MonkeyPa
     assert os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # a fresh store for each restart
 
 
+def test_help_says_the_batch_is_per_process(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in (["train"], ["sr", "train"]):
+        with pytest.raises(SystemExit):
+            main([*cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--nproc N" in text and "images per step and process" in text and "--sync-bn" in text
+
+
 def test_two_nodes_meet_restart_after_a_kill_and_stop_after_another(tiny_data: Path, tmp_path: Path) -> None:
     """Two "machines" on 127.0.0.1, one process each, through the c10d rendezvous (the documented command).
     A killed worker: both restart from the latest checkpoint. Killed again with no restart left: the other

@@ -1,7 +1,7 @@
 """Batch norm over the global batch of a data-parallel run (every process's samples), on CPUs as on GPUs.
 
 ``torch.nn.SyncBatchNorm`` runs on GPUs only; :class:`SyncBatchNorm2d` is the same computation written
-with autograd-aware all-reduces (``torch.distributed.nn``), so it also runs under gloo on CPUs.
+with autograd-aware all-reduces, so it also runs under gloo on CPUs.
 :func:`convert_sync_batchnorm` picks torch's on CUDA and this one elsewhere.
 """
 
@@ -10,7 +10,25 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes whose gradient is the sum of the processes' gradients (each process's
+    loss depends on the sum, so every process's input gets the gradient of all the losses)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(x)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -33,7 +51,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         dev = x32 - mean.view(1, c, 1, 1)
         var = all_reduce(dev.pow(2).sum((0, 2, 3))) / n  # biased, as batch norm normalises with
         if self.training and self.track_running_stats and self.running_mean is not None:
-            self._update_running(mean.detach(), var.detach(), float(n))
+            self._update_running(mean.detach(), var.detach(), float(n.detach()))
         y = dev * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
