@@ -37,9 +37,11 @@ from .test_sr_train import _photo, tiny_args
 
 # fp32 (bf16 rounding differs between a batch of 4 and two of 2), one thread per process (2 cores).
 COMMON = [*TINY, "--precision", "fp32", "--set", "train.threads=1", "--set", "train.log_every=1"]
+COMMON += ["--set", "train.eval_images=0"]  # the per-epoch evaluation runs in one scenario (straight)
 EQUIV = ["--set", "train.pool_size=0", "--epochs", "1", "--set", "train.max_steps_per_epoch=5"]
 RECIPE = ["--set", "train.augment=[color, translation]"]  # per-rank random streams and pools matter
 SR = ["--precision", "fp32", "--set", "train.steps_per_epoch=5", "--set", "train.threads=1"]
+SR += ["--set", "data.eval_images=0"]
 SRGAN = ["--stage", "gan", "--sync-bn", "--epochs", "1"]  # the discriminator has batch norm
 
 
@@ -180,8 +182,8 @@ def _scenarios(root: Path, data: Path, data20: Path, sr: tuple[Path, Path]) -> l
         ("equiv", cg("eq2", data20, *EQUIV)),
         ("syncbn", cg("bn2", data20, *EQUIV, "--set", "disc.norm=batch", "--sync-bn")),
         ("nosync", cg("nosync2", data20, *EQUIV, "--set", "disc.norm=batch")),
-        ("straight", cg("straight", data, *RECIPE, "--epochs", "2")),
-        ("budget", cg("mid", data, *RECIPE, "--epochs", "2", "--minutes", "0.00001")),
+        ("straight", cg("straight", data, *RECIPE, "--epochs", "2", "--set", "train.eval_images=2")),
+        ("budget", cg("mid", data, *RECIPE, "--epochs", "2", "--minutes", "0.00001", "--set", "train.eval_images=2")),
         ("resume22", ["train", "--resume", str(root / "mid"), "--minutes", "10", "--quiet"]),
         ("resume12", ["train", "--resume", str(root / "one"), "--epochs", "2", "--quiet"]),
         ("ctrlc", cg("ctrlc", data, *RECIPE, "--epochs", "3")),
@@ -292,7 +294,8 @@ def test_only_rank_0_writes_and_logs(ddp: dict[str, Any]) -> None:
     records = read_metrics(root / "straight")
     steps = [r["step"] for r in records if r["type"] == "step"]
     assert steps == sorted(set(steps)) == [1, 2, 3, 4]  # one writer: no record twice
-    assert sorted(p.name for p in (root / "straight" / "samples").iterdir()) == [
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert len(epochs) == 2 and all("eval_cycle_psnr" in r for r in epochs)  # rank 0 evaluated    assert sorted(p.name for p in (root / "straight" / "samples").iterdir()) == [
         "epoch_0001.png",
         "epoch_0002.png",
     ]
