@@ -183,7 +183,10 @@ def _scenarios(root: Path, data: Path, data20: Path, sr: tuple[Path, Path]) -> l
         ("syncbn", cg("bn2", data20, *EQUIV, "--set", "disc.norm=batch", "--sync-bn")),
         ("nosync", cg("nosync2", data20, *EQUIV, "--set", "disc.norm=batch")),
         ("straight", cg("straight", data, *RECIPE, "--epochs", "2", "--set", "train.eval_images=2")),
-        ("budget", cg("mid", data, *RECIPE, "--epochs", "2", "--minutes", "0.00001", "--set", "train.eval_images=2")),
+        (
+            "budget",
+            cg("mid", data, *RECIPE, "--epochs", "2", "--minutes", "0.00001", "--set", "train.eval_images=2"),
+        ),
         ("resume22", ["train", "--resume", str(root / "mid"), "--minutes", "10", "--quiet"]),
         ("resume12", ["train", "--resume", str(root / "one"), "--epochs", "2", "--quiet"]),
         ("ctrlc", cg("ctrlc", data, *RECIPE, "--epochs", "3")),
@@ -295,7 +298,8 @@ def test_only_rank_0_writes_and_logs(ddp: dict[str, Any]) -> None:
     steps = [r["step"] for r in records if r["type"] == "step"]
     assert steps == sorted(set(steps)) == [1, 2, 3, 4]  # one writer: no record twice
     epochs = [r for r in records if r["type"] == "epoch"]
-    assert len(epochs) == 2 and all("eval_cycle_psnr" in r for r in epochs)  # rank 0 evaluated    assert sorted(p.name for p in (root / "straight" / "samples").iterdir()) == [
+    assert len(epochs) == 2 and all("eval_cycle_psnr" in r for r in epochs)  # rank 0 evaluated
+    assert sorted(p.name for p in (root / "straight" / "samples").iterdir()) == [
         "epoch_0001.png",
         "epoch_0002.png",
     ]
