@@ -150,9 +150,9 @@ def session(device: str = "auto") -> Iterator[None]:
         cpu = backend == "gloo"
         groups.control = dist.group.WORLD if cpu else dist.new_group(backend="gloo")
         groups.patient = dist.new_group(backend="gloo", timeout=timedelta(seconds=PATIENT_TIMEOUT_S))
-        if cpu:  # share the cores: one process per core on this 2-core machine (train.threads overrides)
+        if cpu:  # the machine's cores shared among its processes (train.threads overrides)
             per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+            torch.set_num_threads(max(1, _cores() // per_node))
         yield
     except RuntimeError as e:
         if not _lost_peer(e):
@@ -166,6 +166,10 @@ def session(device: str = "auto") -> Iterator[None]:
             signal.signal(signal.SIGTERM, old)
         groups.control = groups.patient = None
         dist.destroy_process_group()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _store(limit: float) -> dist.Store:
