@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ganlab.cli.flags import add_config_flags, add_options, add_precision, overrides_from
+from ganlab.cli.flags import add_config_flags, add_nproc, add_options, add_precision, overrides_from, relaunch
+from ganlab.core import distributed
 from ganlab.core.device import select_device
 from ganlab.core.errors import UserError
 from ganlab.models.registry import preset_names
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly")
     t.add_argument("--init", metavar="RUN_DIR", help="start the generator from this run (e.g. a pixel run)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_nproc(t)
     t.set_defaults(func=run_train)
 
     e = ssub.add_parser("eval", help="Y-PSNR/SSIM of a run vs bicubic on held-out images")
@@ -66,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    rc = relaunch(args)
+    if rc is not None:
+        return rc
     if args.resume and args.init:
         raise UserError("--resume continues a run; --init starts a new one: use one of them")
     if args.resume and args.out and args.out != args.resume:
@@ -84,7 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
         init=args.init,
         progress=not args.quiet,
     )
-    print(res.summary())
+    if distributed.is_main():
+        print(res.summary())
     return 0
 
 

@@ -28,6 +28,10 @@ class DeviceError(GanlabError, ValueError):
     """A device was asked for that this machine does not have."""
 
 
+class DistributedError(GanlabError):
+    """The processes of a data-parallel run could not meet, or one of them died or stopped answering."""
+
+
 class MissingExtraError(GanlabError, ImportError):
     """An optional dependency is not installed; the message names the pip extra that brings it."""
 

@@ -21,7 +21,8 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ganlab.core.budget import Budget, StopFlag
+from ganlab.core import distributed as dist
+from ganlab.core.budget import StopFlag
 from ganlab.core.checkpoint import Checkpoint, restore
 from ganlab.core.config import Option, diff, to_dict
 from ganlab.core.device import peak_memory_mb
@@ -32,7 +33,7 @@ from ganlab.core.tensorboard import TensorBoardLogger
 # Flags every task's train command has: the train.* keys the shared loop and device code read.
 COMMON_OPTIONS: tuple[Option, ...] = (
     Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
-    Option("batch_size", "train.batch_size", "images per step", int),
+    Option("batch_size", "train.batch_size", "images per step and process (global: x processes)", int),
     Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
     Option("seed", "train.seed", "random seed", int),
     Option(
@@ -48,6 +49,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
         "also log to RUN_DIR/tb (needs the tensorboard extra)",
         flag_value=True,
     ),
+    Option("sync_bn", "train.sync_bn", "several processes: batch norm of the global batch", flag_value=True),
 )
 
 
@@ -61,12 +63,13 @@ class LoopSettings:
     keep_checkpoints: int  # newest checkpoints kept (0: all)
     keep_every: int  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False
+    sync_bn: bool = False  # several processes: batch-norm statistics of the global batch
 
     @classmethod
     def of(cls, train: Any, epochs: int | None) -> LoopSettings:
         """From a task's ``train`` config section (the keys both tasks share) and its total epochs."""
         t = train
-        return cls(epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard)
+        return cls(epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard, t.sync_bn)
 
 
 @dataclass
@@ -101,8 +104,16 @@ class TrainTask:
         raise NotImplementedError
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
-        """Further state saved in a checkpoint (e.g. image pools)."""
+        """Further state saved in a checkpoint (e.g. image pools), per process when several train."""
         return {}
+
+    def parallelize(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Several processes: train through ``wrap(m)`` (DDP) for each trained module m (modules() stay)."""
+        raise ConfigError(f"{self.name} training does not support several processes")
+
+    def reseed(self, seed: int) -> None:
+        """Restart this process's own random streams (a data-parallel rank's) from ``seed``."""
+        torch.manual_seed(seed)
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Load modules, optimizers (and extras) from a checkpoint; the RNG state comes last."""
@@ -163,17 +174,20 @@ class TrainLoop:
         log: Callable[[str], None] = print,
         progress: bool = True,
     ) -> None:
-        self.task, self.settings, self.log, self.progress = task, settings, log, progress
+        self.task, self.settings, self.log = task, settings, dist.rank_zero(log)
+        self.progress = progress and dist.is_main()  # rank 0 alone writes the run directory and the bar
         self.run = RunDir(Path(out))
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.train_seconds = 0.0  # training time of earlier invocations (the budget spans them)
         self.sums: dict[str, Any] = {}  # loss sums of the epoch in progress (kept across resume)
         self.epoch_seconds = 0.0  # time spent in the epoch in progress by earlier invocations
-        self.run.create()
-        if resume is None and self.run.metrics_path.exists():
-            # Left by an earlier attempt that never saved a checkpoint: its records describe no weights.
-            self.run.metrics_path.unlink()
-        self.metrics = MetricsLog(self.run.metrics_path)
+        if dist.is_main():
+            self.run.create()
+            if resume is None and self.run.metrics_path.exists():
+                # Left by an earlier attempt that never saved a checkpoint: its records describe no weights.
+                self.run.metrics_path.unlink()
+        self.metrics = dist.metrics_log(self.run.metrics_path)
+        resume, seed = dist.rank_view(resume, self.log)  # this process's own state; a seed for new streams
         if resume is not None:
             task.restore(resume)
             m = resume.meta
@@ -188,11 +202,12 @@ class TrainLoop:
                 self.epoch_seconds = float(m.get("epoch_seconds", 0.0))
             if config_changes:
                 # The new recipe takes effect from the next step; logged so curves can be read correctly.
-                self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, log)
-        self.run.write_config(task.cfg)
+                self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, self.log)
+        dist.prepare(task, settings.sync_bn, seed)
         self.tb = None
-        if settings.tensorboard:
-            self.tb = TensorBoardLogger(self.run.root)
+        if dist.is_main():
+            self.run.write_config(task.cfg)
+            self.tb = TensorBoardLogger(self.run.root) if settings.tensorboard else None
 
     def save(self, epoch: int, step_in_epoch: int, epoch_seconds: float = 0.0) -> Path:
         """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next."""
@@ -200,18 +215,21 @@ class TrainLoop:
             self.task.name, self.task.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
         )
         if step_in_epoch:
-            meta.update(epoch_sums={k: float(v) for k, v in self.sums.items()}, epoch_seconds=epoch_seconds)
-        s = self.settings
-        return self.run.save(
-            epoch,
-            step_in_epoch,
-            self.task.modules(),
-            meta,
-            self.task.optimizers(),
-            self.task.extra_tensors(),
-            s.keep_checkpoints,
-            s.keep_every,
-        )
+            meta.update(epoch_sums=dist.mean_values(self.sums), epoch_seconds=epoch_seconds)
+        s, tensors = self.settings, dist.gather_rank_state(self.task.extra_tensors(), meta)
+        with dist.main_work():  # rank 0 writes; the others (tensors None) wait for the file
+            if tensors is None:
+                return self.run.checkpoint_for(epoch, step_in_epoch)
+            return self.run.save(
+                epoch,
+                step_in_epoch,
+                self.task.modules(),
+                meta,
+                self.task.optimizers(),
+                tensors,
+                s.keep_checkpoints,
+                s.keep_every,
+            )
 
     def run_progress(self) -> float:
         """Share of the run done: the larger of the step share and the budget share."""
@@ -224,7 +242,7 @@ class TrainLoop:
 
     def fit(self) -> TrainResult:
         s = self.settings
-        self.budget = Budget(s.minutes, self.train_seconds)
+        self.budget = dist.make_budget(s.minutes, self.train_seconds)
         total = s.epochs if s.epochs is not None else math.inf
         if self.budget.expired() and self.epoch < total:
             self.log(
@@ -281,7 +299,7 @@ class TrainLoop:
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
             if self.global_step % s.log_every == 0 or self.step_in_epoch == 1:
-                values = {k: float(v) for k, v in losses.items()}
+                values = dist.mean_values(losses)  # every process's losses, averaged
                 if self.global_step % s.log_every == 0:
                     rec = {"type": "step", "epoch": epoch, "step": self.global_step, **values}
                     self.metrics.write({**rec, **task.record_fields()})
@@ -290,7 +308,7 @@ class TrainLoop:
                     postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
                 bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-            if stop.requested or self.budget.expired():
+            if dist.agree_stop(stop, self.budget):
                 break
         bar.close()
         seconds = time.monotonic() - t0
@@ -303,7 +321,7 @@ class TrainLoop:
 
     def _end_epoch(self, epoch: int, steps: int, seconds: float) -> Path:
         task = self.task
-        means = {k: float(v) / max(1, self.step_in_epoch) for k, v in self.sums.items()}
+        means = {k: v / max(1, self.step_in_epoch) for k, v in dist.mean_values(self.sums).items()}
         self.epoch, self.step_in_epoch, self.sums, self.epoch_seconds = epoch, 0, {}, 0.0
         record = {
             "type": "epoch",
@@ -315,13 +333,15 @@ class TrainLoop:
             **task.record_fields(),
             "peak_mem_mb": peak_memory_mb(task.device),
         }
-        record.update(task.evaluate())
-        self.metrics.write(record)
-        images = task.end_epoch(epoch, record, self.run)
-        if self.tb is not None:
-            self.tb.log_epoch(record)
-            for tag, image in images.items():
-                self.tb.log_image(tag, image, epoch)
+        with dist.main_work() as main:  # evaluation, records and samples: rank 0's
+            if main:
+                record.update(task.evaluate())
+                self.metrics.write(record)
+                images = task.end_epoch(epoch, record, self.run)
+                if self.tb is not None:
+                    self.tb.log_epoch(record)
+                    for tag, image in images.items():
+                        self.tb.log_image(tag, image, epoch)
         path = self.save(epoch, 0)
         self.log(task.summary(record))
         return path
@@ -344,11 +364,13 @@ def resolve_run(
     if resume is None:
         cfg = build(preset=preset, files=files, overrides=overrides)
         out = Path(out) if out else default_out(cfg)
-        if RunDir(out).has_checkpoint():
+        if not RunDir(out).has_checkpoint():
+            return cfg, out, None, {}
+        if not dist.restarted(out):
             raise ConfigError(
                 f"{out} already holds a run; use --resume {out} to continue it or pick another --out"
             )
-        return cfg, out, None, {}
+        resume = out  # torchrun restarted this job's processes: go on from the latest checkpoint
     ckpt = load_run_checkpoint(resume, "latest", task)
     old = ckpt.meta["config"]
     if preset is not None and preset != old.get("preset"):

@@ -56,6 +56,11 @@ class RunDir:
         suffix = f"_step{step_in_epoch:06d}" if step_in_epoch else ""
         return self.checkpoints / f"epoch_{epoch:04d}{suffix}.safetensors"
 
+    def checkpoint_for(self, epoch: int, step_in_epoch: int) -> Path:
+        """The file of the checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps."""
+        label = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
+        return self.checkpoint_path(*label)
+
     def set_latest(self, path: Path, epoch: int, step_in_epoch: int) -> None:
         tmp = self.checkpoints / ".latest.json.tmp"
         tmp.write_text(json.dumps({"file": path.name, "epoch": epoch, "step_in_epoch": step_in_epoch}))
@@ -105,8 +110,7 @@ class RunDir:
     ) -> Path:
         """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next (named after
         the epoch it belongs to), point ``latest`` at it, then prune old ones."""
-        label = (epoch, 0) if step_in_epoch == 0 else (epoch + 1, step_in_epoch)
-        path = self.checkpoint_path(*label)
+        path = self.checkpoint_for(epoch, step_in_epoch)
         save_checkpoint(path, modules, meta, optimizers, tensors)
         self.set_latest(path, epoch, step_in_epoch)
         self.prune(keep_last, keep_every, protect=path)

@@ -86,7 +86,7 @@ class TrainConfig:
     # done (the larger of the epoch share and the share of `minutes` spent), so a slow machine still runs
     # the whole schedule inside its budget.
     schedule_by: Literal["epochs", "budget"] = "epochs"
-    batch_size: int = 1
+    batch_size: int = 1  # per process: with several (torchrun), the global batch is this x processes
     lr: float = 2e-4
     gen_lr_coef: float = 1.0
     disc_lr_coef: float = 1.25  # discriminators 25% faster: they got stuck on artifacts otherwise
@@ -115,6 +115,9 @@ class TrainConfig:
     keep_every: int = 0  # also keep every N-th epoch's checkpoint (0: none)
     eval_images: int = 16  # test images scored after each epoch when the data root has testA/testB (0: off)
     tensorboard: bool = False
+    # Several processes (torchrun): batch norm over the global batch (SyncBatchNorm) instead of each
+    # process's share; the norm then matches one process with the whole batch. No effect on instance norm.
+    sync_bn: bool = False
 
     def validate(self) -> None:
         if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ganlab.core.distributed import shard
 from ganlab.core.errors import DataError
 from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb
 from ganlab.cyclegan.config import DataConfig
@@ -154,13 +155,21 @@ class UnpairedData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-max(len(self.a), len(self.b)) // batch_size)
 
-    def loader(self, seed: int, epoch: int, batch_size: int, skip_batches: int = 0):
-        plan = epoch_plan(len(self.a), len(self.b), seed, epoch)[skip_batches * batch_size :]
+    def loader(
+        self, seed: int, epoch: int, batch_size: int, skip_batches: int = 0, part: tuple[int, int] = (0, 1)
+    ) -> torch.utils.data.DataLoader:
+        """Batches of the epoch from global step ``skip_batches`` on. The plan is global: process
+        ``part`` = (rank, processes) takes its share of each global step (core.distributed.shard)."""
+        plan = epoch_plan(len(self.a), len(self.b), seed, epoch)
         ds = UnpairedPlanDataset(
             self.a, self.b, plan, self.cfg.size, self.cfg.resolved_load_size, self.cfg.flip
         )
+        batches = shard(len(plan), batch_size, *part)[skip_batches:]
+        # A generator of its own: a loader draws a seed from it for its workers each time it starts, and
+        # drawn from torch's global one that would shift every later random number of a resumed run.
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         return torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=False, num_workers=self.cfg.workers, drop_last=False
+            ds, batch_sampler=batches, num_workers=self.cfg.workers, generator=gen
         )
 
 

@@ -44,7 +44,7 @@ class SRTrainConfig:
     epochs: int | None = 20  # None: until the --minutes budget runs out
     minutes: float | None = None  # wall-clock budget: stop cleanly with a checkpoint
     steps_per_epoch: int = 100  # an "epoch" is a fixed number of steps (small photo sets)
-    batch_size: int = 16
+    batch_size: int = 16  # per process: with several (torchrun), the global batch is this x processes
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -66,6 +66,9 @@ class SRTrainConfig:
     keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
     keep_every: int = 0  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False  # also log epoch scalars to RUN_DIR/tb (needs the tensorboard extra)
+    # Several processes (torchrun): batch norm over the global batch (SyncBatchNorm) instead of each
+    # process's share; the norm then matches one process with the whole batch.
+    sync_bn: bool = False
 
     def validate(self) -> None:
         if self.epochs is None and self.minutes is None:

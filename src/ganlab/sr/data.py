@@ -176,28 +176,42 @@ class SRPatchSampler:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _crop(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One un-augmented aligned pair: LR (3, S/s, S/s), HR (3, S, S)."""
+    def _draw(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """Where one crop comes from: (image index, y, x) of its HR origin."""
         s, S = self.scale, self.size
-        im, lr_im = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
-        h, w = im.pixels.shape[-2:]
+        i = int(rng.choice(len(self.pairs), p=self.weights))
+        h, w = self.pairs[i][0].pixels.shape[-2:]
         # Crop origin on the LR grid so HR and LR crops stay aligned pixel for pixel.
         y, x = int(rng.integers(0, (h - S) // s + 1)) * s, int(rng.integers(0, (w - S) // s + 1)) * s
+        return i, y, x
+
+    def _crop(self, i: int, y: int, x: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One un-augmented aligned pair: LR (3, S/s, S/s), HR (3, S, S)."""
+        s, S = self.scale, self.size
+        im, lr_im = self.pairs[i]
         hr = im.pixels[:, y : y + S, x : x + S].float() / 255.0
         if lr_im is None:
             return downscale(hr, s), hr
         return lr_im.pixels[:, y // s : (y + S) // s, x // s : (x + S) // s].float() / 255.0, hr
 
-    def batch(self, epoch: int, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, epoch: int, step: int, n: int, part: tuple[int, int] = (0, 1)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` pairs. With ``part`` = (rank, processes) the step's global batch is n x processes crops
+        and this process makes only its share (the random draws of the others are skipped over)."""
+        rank, world = part
         rng = np.random.default_rng([self.seed, epoch, step])
         lrs, hrs = [], []
-        for _ in range(n):
-            options = [self._crop(rng) for _ in range(self.candidates)]
+        for j in range(n * world):
+            draws = [self._draw(rng) for _ in range(self.candidates)]
+            flip, k = bool(rng.random() < 0.5) and self.flip, int(rng.integers(0, 4)) if self.rot90 else 0
+            if j // n != rank:
+                continue
+            options = [self._crop(*d) for d in draws]
             if len(options) > 1:
                 err = [float((hr - upscale_bicubic(lr, self.scale)).pow(2).mean()) for lr, hr in options]
                 options = [options[int(np.argmax(err))]]
             lr, hr = options[0]
-            flip, k = bool(rng.random() < 0.5) and self.flip, int(rng.integers(0, 4)) if self.rot90 else 0
             lrs.append(_augment(lr, flip, k))
             hrs.append(_augment(hr, flip, k))
         return torch.stack(lrs), torch.stack(hrs)
