@@ -22,10 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ganlab.core.budget import Budget, StopFlag
+from ganlab.core.cadence import Cadence
 from ganlab.core.checkpoint import Checkpoint, restore
 from ganlab.core.config import Option, diff, to_dict
 from ganlab.core.device import peak_memory_mb
 from ganlab.core.errors import ConfigError
+from ganlab.core.nonfinite import BadStepGuard
 from ganlab.core.rundir import MetricsLog, RunDir, load_run_checkpoint, progress_meta
 from ganlab.core.tensorboard import TensorBoardLogger
 
@@ -61,12 +63,18 @@ class LoopSettings:
     keep_checkpoints: int  # newest checkpoints kept (0: all)
     keep_every: int  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N global steps
+    checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without a checkpoint
+    max_bad_steps: int = 3  # steps in a row with a non-finite loss before the run stops
 
     @classmethod
     def of(cls, train: Any, epochs: int | None) -> LoopSettings:
         """From a task's ``train`` config section (the keys both tasks share) and its total epochs."""
         t = train
-        return cls(epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard)
+        return cls(
+            epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard,
+            t.checkpoint_every_steps, t.checkpoint_every_minutes, t.max_bad_steps,
+        )  # fmt: skip
 
 
 @dataclass
@@ -186,6 +194,7 @@ class TrainLoop:
             if self.step_in_epoch:
                 self.sums = dict(m.get("epoch_sums", {}))
                 self.epoch_seconds = float(m.get("epoch_seconds", 0.0))
+            self.log(f"resuming from {resume.path}: epoch {self.epoch} + {self.step_in_epoch} step(s)")
             if config_changes:
                 # The new recipe takes effect from the next step; logged so curves can be read correctly.
                 self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, log)
@@ -196,6 +205,7 @@ class TrainLoop:
 
     def save(self, epoch: int, step_in_epoch: int, epoch_seconds: float = 0.0) -> Path:
         """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next."""
+        self.cadence.saved()
         meta = progress_meta(
             self.task.name, self.task.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
         )
@@ -225,6 +235,8 @@ class TrainLoop:
     def fit(self) -> TrainResult:
         s = self.settings
         self.budget = Budget(s.minutes, self.train_seconds)
+        self.cadence = Cadence(s.checkpoint_every_steps, s.checkpoint_every_minutes)
+        self.guard = BadStepGuard(s.max_bad_steps, self.log, self.metrics.write, self.run)
         total = s.epochs if s.epochs is not None else math.inf
         if self.budget.expired() and self.epoch < total:
             self.log(
@@ -273,14 +285,15 @@ class TrainLoop:
         for batch in task.batches(epoch, self.step_in_epoch):
             if self.step_in_epoch >= steps:
                 break
-            losses = task.step(batch, self.run_progress(), self.global_step)
+            where = (epoch, self.step_in_epoch + 1, self.global_step + 1)
+            losses = self.guard.call(where, task.step, batch, self.run_progress(), self.global_step)
             self.step_in_epoch += 1
             self.global_step += 1
             # Losses stay on the device (0-d tensors) and are summed there: reading them every step
             # would wait for the device each time. They are read when a record is written.
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-            if self.global_step % s.log_every == 0 or self.step_in_epoch == 1:
+            if losses and (self.global_step % s.log_every == 0 or self.step_in_epoch == 1):
                 values = {k: float(v) for k, v in losses.items()}
                 if self.global_step % s.log_every == 0:
                     rec = {"type": "step", "epoch": epoch, "step": self.global_step, **values}
@@ -292,6 +305,8 @@ class TrainLoop:
             bar.update(1)
             if stop.requested or self.budget.expired():
                 break
+            if self.step_in_epoch < steps and self.cadence.due(self.global_step):
+                self.save(self.epoch, self.step_in_epoch, time.monotonic() - t0)
         bar.close()
         seconds = time.monotonic() - t0
         if self.step_in_epoch < steps:  # stopped inside the epoch
