@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ganlab.cli.flags import add_precision
 from ganlab.core.device import select_device
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    written = translate_paths(
+    result = translate_paths(
         args.run,
         args.inputs,
         args.out,
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         tile_pad=args.tile_pad,
         ext="." + args.format,
         precision=args.precision,
+        warn=lambda line: print(line, file=sys.stderr),
     )
-    print(f"wrote {len(written)} image(s) to {args.out}")
-    return 0
+    text, code = result.report(args.out)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code

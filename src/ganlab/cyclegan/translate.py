@@ -7,19 +7,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import from_dict
 from ganlab.core.device import autocast, resolve_precision
-from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
+from ganlab.core.images import (
+    BatchResult,
+    ImageReadError,
+    list_images,
+    pil_to_tensor,
+    read_rgb,
+    save_image,
+    tensor_to_pil,
+)
 from ganlab.core.rundir import load_run_checkpoint
 from ganlab.core.tiling import tiled_apply
 from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.step import build_models
 
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
+# Smaller sides are edge-padded to this (and the output cropped back): the generator's reflect pads need
+# a few pixels at its coarsest level.
+MIN_SIDE = 16
 
 
 def load_run_models(
@@ -68,6 +80,10 @@ def translate_tensor(
         with autocast(t.device, precision):
             return g(t).float()
 
+    h, w = x.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        x = F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
+        return translate_tensor(g, x, tile, tile_pad, precision)[..., :h, :w]
     if tile:
         return tiled_apply(fn, x, tile=tile, pad=tile_pad, scale=1)
     return fn(x)
@@ -86,9 +102,11 @@ def translate_paths(
     warn: Callable[[str], None] = print,
     progress: bool = True,
     precision: str = "auto",
-) -> list[Path]:
-    """Translate every input image; each output keeps its input's size and name (with ``ext``).
-    ``precision`` auto: bf16 autocast where the hardware has it (within 40 dB PSNR of fp32; tested)."""
+) -> BatchResult:
+    """Translate every input image; each output keeps its input's size and name (with ``ext``). An input
+    that is not a usable image is warned about (one line: file and reason) and listed in the result's
+    ``failed``. ``precision`` auto: bf16 autocast where the hardware has it (within 40 dB PSNR of fp32;
+    tested)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; use a2b or b2a")
     device = device or torch.device("cpu")
@@ -99,15 +117,16 @@ def translate_paths(
     if not files:
         raise FileNotFoundError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir = Path(out_dir)
-    written = []
+    result = BatchResult()
     for src, rel in tqdm(files, desc=f"translate {direction}", unit="img", disable=not progress):
         try:
             x = pil_to_tensor(read_rgb(src))[None].to(device)
         except ImageReadError as e:
             warn(f"warning: skipping {e}")
+            result.failed.append((src, str(e).removeprefix(f"{src}: ")))
             continue
         y = translate_tensor(g, x, tile, tile_pad, precision)
         dst = out_dir / rel.with_suffix(ext)
         save_image(tensor_to_pil(y[0]), dst)
-        written.append(dst)
-    return written
+        result.written.append(dst)
+    return result

@@ -71,15 +71,19 @@ class SRTask(TrainTask):
                 "warning: GAN stage without --init trains SRGAN from scratch (the paper starts from SRResNet)"
             )
         # Data after the weights, so a bad --init fails before seconds of photo decoding.
-        hr = read_folder(d.root) if d.root else builtin_images("train", d.split_seed, d.photo_max_side)
-        lr = read_folder(d.lr_root) if d.lr_root else None
+        hr = (
+            read_folder(d.root, warn=log)
+            if d.root
+            else builtin_images("train", d.split_seed, d.photo_max_side)
+        )
+        lr = read_folder(d.lr_root, warn=log) if d.lr_root else None
         self.sampler = SRPatchSampler(
             hr, cfg.model.scale, d.size, t.seed, lr, d.flip, d.rot90, log, d.detail_candidates
         )
         self.eval_images = []
         if d.eval_images:
             src = (
-                read_folder(d.eval_root)
+                read_folder(d.eval_root, warn=log)
                 if d.eval_root
                 else builtin_images("test", d.split_seed, d.photo_max_side)
             )
