@@ -114,7 +114,8 @@ def open_image(path: str | Path, limit: int | None = None) -> Image.Image:
         raise ImageReadError(f"{path}: {why}")
     try:
         with open(path, "rb") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit replaces it
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # "Truncated File Read"...
             with _own_bomb_check():
                 im = Image.open(fh)
             with im:
@@ -132,7 +133,7 @@ def open_image(path: str | Path, limit: int | None = None) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: refused as a possible decompression bomb ({e})") from None
     except Image.UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not a recognised image format") from None
+        raise ImageReadError(f"{path}: not a recognised image format (or a damaged header)") from None
     except Exception as e:  # noqa: BLE001 - decoders raise many types (OSError, SyntaxError, EOFError, ...)
         # Truncated or corrupt data surfaces as OSError ("image file is truncated"), SyntaxError, etc.
         raise ImageReadError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e})") from None
@@ -157,10 +158,10 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV
 
 
-def read_rgb(path: str | Path) -> Image.Image:
+def read_rgb(path: str | Path, limit: int | None = None) -> Image.Image:
     """open_image + to_rgb: the usual way to read a training or test picture (only
     :class:`ImageReadError` escapes)."""
-    im = open_image(path)
+    im = open_image(path, limit)
     try:
         return to_rgb(im)
     except Exception as e:  # noqa: BLE001 - an exotic mode Pillow cannot convert

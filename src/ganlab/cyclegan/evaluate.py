@@ -31,7 +31,7 @@ from ganlab.core.images import ImageReadError, read_rgb
 from ganlab.core.rundir import read_metrics
 from ganlab.core.stats import paired_bootstrap
 from ganlab.cyclegan.data import load_test_images
-from ganlab.cyclegan.translate import load_run_models
+from ganlab.cyclegan.translate import MIN_SIDE, load_run_models, translate_tensor
 
 
 def _to01(t: torch.Tensor) -> np.ndarray:
@@ -59,14 +59,14 @@ def evaluate_models(
     g_ab, g_ba = models["G_A2B"].eval(), models["G_B2A"].eval()
     n_down = max(1, getattr(getattr(g_ab, "cfg", None), "n_down", 1))
     out: dict[str, Any] = {}
-    test_a = load_test_images(data_root / "testA", limit, warn)
-    test_b = load_test_images(data_root / "testB", limit, warn)
+    test_a = _scorable(load_test_images(data_root / "testA", limit, warn), warn)
+    test_b = _scorable(load_test_images(data_root / "testB", limit, warn), warn)
     gt_dir = data_root / "testB_gt"
     a_in, a_fake, a_rec, gts = [], [], [], []
     for path, x in tqdm(test_a, desc="eval A", disable=not progress, leave=False):
         xb = x[None].to(device)
-        fake = g_ab(xb)
-        rec = g_ba(fake)
+        fake = translate_tensor(g_ab, xb)
+        rec = translate_tensor(g_ba, fake)
         a_in.append(_to01(x))
         a_fake.append(_to01(fake[0]))
         a_rec.append(_to01(rec[0]))
@@ -107,7 +107,7 @@ def evaluate_models(
     if test_b:
         b_in, b_rec = [], []
         for _, y in tqdm(test_b, desc="eval B", disable=not progress, leave=False):
-            rec = g_ab(g_ba(y[None].to(device)))
+            rec = translate_tensor(g_ab, translate_tensor(g_ba, y[None].to(device)))
             b_in.append(_to01(y))
             b_rec.append(_to01(rec[0]))
         out["n_test_b"] = len(b_in)
@@ -116,6 +116,19 @@ def evaluate_models(
     # A flat mid-grey input isolates what the generator adds by itself: any periodic grid is artifact.
     flat = torch.zeros(1, 3, 128, 128, device=device)
     out["checkerboard_flat"] = M.checkerboard_index(_to01(g_ab(flat)[0]), n_down)
+    return out
+
+
+def _scorable(
+    images: list[tuple[Path, torch.Tensor]], warn: Callable[[str], None] | None
+) -> list[tuple[Path, torch.Tensor]]:
+    """The test images large enough to score (SSIM's 11 px window); the others are named through warn."""
+    out = []
+    for path, x in images:
+        if min(x.shape[-2:]) >= MIN_SIDE:
+            out.append((path, x))
+        elif warn is not None:
+            warn(f"warning: skipping {path}: {x.shape[-1]}x{x.shape[-2]} is too small to score")
     return out
 
 

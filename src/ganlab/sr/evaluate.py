@@ -67,7 +67,7 @@ def score_images(
     warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> dict[str, Any]:
     """Mean and per-image Y-PSNR/SSIM of ``model`` and of bicubic; restores the model's train/eval mode.
-    An image with a side under 3 x ``scale`` (nothing left after the border crop) is skipped (``warn``).
+    An image too small for SSIM after the ``scale``-pixel border crop is skipped (``warn``).
 
     With ``keep_outputs`` each per-image entry also holds its ``lr``, ``bicubic``, ``sr`` and ``hr``
     tensors (3, H, W) for reports.
@@ -78,8 +78,8 @@ def score_images(
     per_image = []
     try:
         for im in images:
-            if min(im.pixels.shape[-2:]) < 3 * scale:
-                h, w = im.pixels.shape[-2:]
+            h, w = im.pixels.shape[-2:]
+            if min(h, w) < 11 + 3 * scale:  # SSIM's 11 px window inside the border-cropped centre crop
                 warn(f"warning: skipping {im.name}: {w}x{h} is too small to score at scale {scale}")
                 continue
             hr = center_crop(im.float(), max_side, scale)
