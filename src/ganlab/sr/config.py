@@ -71,10 +71,9 @@ class SRTrainConfig:
     # is damaged)
     keep_checkpoints: int = 3
     keep_every: int = 0  # also keep every N-th epoch's checkpoint
-    # Mid-epoch checkpoints (epoch ends always save one): every N global steps and/or after M minutes
-    # of training without one, so a crash loses at most that much work. null: off.
-    checkpoint_every_steps: int | None = None
-    checkpoint_every_minutes: float | None = 10.0
+    # Mid-epoch checkpoints (epoch ends always save one), so a crash loses at most this much work:
+    checkpoint_every_steps: int | None = None  # every N global steps (null: off)
+    checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without one (null: off)
     max_bad_steps: int = 3  # NaN/Inf-loss steps in a row (each skipped, not applied) before the run stops
     tensorboard: bool = False  # also log epoch scalars to RUN_DIR/tb (needs the tensorboard extra)
 
