@@ -1,5 +1,6 @@
 """The training loop every task shares: epochs of steps under a wall-clock budget, a progress bar,
-graceful Ctrl-C, checkpoints at each epoch end and at a mid-epoch stop, metric records, exact resume.
+graceful Ctrl-C, checkpoints at each epoch end, on a cadence (steps, minutes) and at a mid-epoch stop,
+steps with a non-finite loss skipped (``ganlab.core.nonfinite``), metric records, exact resume.
 
 A task (CycleGAN, SR) supplies what differs as a :class:`TrainTask`: its modules and optimizers, its
 batches, its step, its per-epoch evaluation and log lines. The loop owns progress (epoch, step in the
@@ -134,7 +135,8 @@ class TrainTask:
 
     def step(self, batch: Any, progress: float, global_step: int) -> dict[str, Any]:
         """One update; ``progress`` in [0, 1] is how much of the run is done. Returns every loss term
-        (floats, or 0-d tensors that the loop reads only when it writes a record)."""
+        (floats, or 0-d tensors that the loop reads only when it writes a record); raises
+        ``NonFiniteLoss`` instead of applying an update whose loss is NaN or Inf."""
         raise NotImplementedError
 
     def record_fields(self) -> dict[str, Any]:
