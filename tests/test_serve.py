@@ -129,7 +129,7 @@ def test_upscale_keeps_alpha_and_grey_like_sr_upscale(models, runs, tmp_path) ->
         r = c.post("/v1/upscale?model=up", content=rgba)
         g = c.post("/v1/upscale", content=grey)
     assert r.status_code == 200 and image(r).mode == "RGBA" and image(r).size == (40, 28)
-    ref = upscale_files(runs["sr"], [tmp_path / "a.png"], tmp_path / "out", progress=False)[0]
+    ref = upscale_files(runs["sr"], [tmp_path / "a.png"], tmp_path / "out", progress=False).written[0]
     assert np.array_equal(np.asarray(image(r)), np.asarray(Image.open(ref)))
     assert image(g).mode == "L" and image(g).size == (18, 22)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ganlab.cli.flags import add_config_flags, add_nproc, add_options, add_precision, overrides_from, relaunch
 from ganlab.core import distributed
@@ -117,7 +118,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         raise UserError("--tile and --tile-pad must be >= 0")
     if args.device:
         select_device(args.device)
-    written = upscale_files(
+    result = upscale_files(
         args.run,
         args.inputs,
         args.out,
@@ -128,5 +129,6 @@ def run_upscale(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         precision=args.precision,
     )
-    print(f"wrote {len(written)} image(s) to {args.out}")
-    return 0
+    text, code = result.report(args.out)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code

@@ -112,6 +112,15 @@ def batch_note(batch: int) -> str:
 # --------------------------------------------------------------------------- agreeing on the run's course
 
 
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (one small collective; the flag itself alone)."""
+    if not active():
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], dtype=torch.float64)
+    dist.all_reduce(t, group=groups.control)
+    return bool(t.item() == 0.0)
+
+
 def mean_values(values: dict[str, Any]) -> dict[str, float]:
     """Floats or 0-d tensors -> floats averaged over the processes (one small collective)."""
     keys = list(values)

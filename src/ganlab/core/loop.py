@@ -1,5 +1,6 @@
 """The training loop every task shares: epochs of steps under a wall-clock budget, a progress bar,
-graceful Ctrl-C, checkpoints at each epoch end and at a mid-epoch stop, metric records, exact resume.
+graceful Ctrl-C, checkpoints at each epoch end, on a cadence (steps, minutes) and at a mid-epoch stop,
+steps with a non-finite loss skipped (``ganlab.core.nonfinite``), metric records, exact resume.
 
 A task (CycleGAN, SR) supplies what differs as a :class:`TrainTask`: its modules and optimizers, its
 batches, its step, its per-epoch evaluation and log lines. The loop owns progress (epoch, step in the
@@ -23,11 +24,13 @@ from tqdm import tqdm
 
 from ganlab.core import distributed as dist
 from ganlab.core.budget import StopFlag
+from ganlab.core.cadence import Cadence
 from ganlab.core.checkpoint import Checkpoint, restore
-from ganlab.core.config import Option, diff, to_dict
+from ganlab.core.config import Option
 from ganlab.core.device import peak_memory_mb
 from ganlab.core.errors import ConfigError
-from ganlab.core.rundir import MetricsLog, RunDir, load_run_checkpoint, progress_meta
+from ganlab.core.nonfinite import BadStepGuard
+from ganlab.core.rundir import MetricsLog, RunDir, progress_meta
 from ganlab.core.tensorboard import TensorBoardLogger
 
 # Flags every task's train command has: the train.* keys the shared loop and device code read.
@@ -64,12 +67,18 @@ class LoopSettings:
     keep_every: int  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False
     sync_bn: bool = False  # several processes: batch-norm statistics of the global batch
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N global steps
+    checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without a checkpoint
+    max_bad_steps: int = 3  # steps in a row with a non-finite loss before the run stops
 
     @classmethod
     def of(cls, train: Any, epochs: int | None) -> LoopSettings:
         """From a task's ``train`` config section (the keys both tasks share) and its total epochs."""
         t = train
-        return cls(epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard, t.sync_bn)
+        return cls(
+            epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard, t.sync_bn,
+            t.checkpoint_every_steps, t.checkpoint_every_minutes, t.max_bad_steps,
+        )  # fmt: skip
 
 
 @dataclass
@@ -137,7 +146,8 @@ class TrainTask:
 
     def step(self, batch: Any, progress: float, global_step: int) -> dict[str, Any]:
         """One update; ``progress`` in [0, 1] is how much of the run is done. Returns every loss term
-        (floats, or 0-d tensors that the loop reads only when it writes a record)."""
+        (floats, or 0-d tensors that the loop reads only when it writes a record); raises
+        ``NonFiniteLoss`` instead of applying an update whose loss is NaN or Inf."""
         raise NotImplementedError
 
     def record_fields(self) -> dict[str, Any]:
@@ -200,6 +210,7 @@ class TrainLoop:
             if self.step_in_epoch:
                 self.sums = dict(m.get("epoch_sums", {}))
                 self.epoch_seconds = float(m.get("epoch_seconds", 0.0))
+            self.log(f"resuming from {resume.path}: epoch {self.epoch} + {self.step_in_epoch} step(s)")
             if config_changes:
                 # The new recipe takes effect from the next step; logged so curves can be read correctly.
                 self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, self.log)
@@ -211,6 +222,7 @@ class TrainLoop:
 
     def save(self, epoch: int, step_in_epoch: int, epoch_seconds: float = 0.0) -> Path:
         """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next."""
+        self.cadence.saved()
         meta = progress_meta(
             self.task.name, self.task.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
         )
@@ -243,6 +255,12 @@ class TrainLoop:
     def fit(self) -> TrainResult:
         s = self.settings
         self.budget = dist.make_budget(s.minutes, self.train_seconds)
+        # The budget's clock (rank 0's under torchrun, the same on every process): saving is collective,
+        # so every process must find a checkpoint due at the same step.
+        self.cadence = Cadence(
+            s.checkpoint_every_steps, s.checkpoint_every_minutes, clock=self.budget.elapsed
+        )
+        self.guard = BadStepGuard(s.max_bad_steps, self.log, self.metrics.write, self.run)
         total = s.epochs if s.epochs is not None else math.inf
         if self.budget.expired() and self.epoch < total:
             self.log(
@@ -291,14 +309,15 @@ class TrainLoop:
         for batch in task.batches(epoch, self.step_in_epoch):
             if self.step_in_epoch >= steps:
                 break
-            losses = task.step(batch, self.run_progress(), self.global_step)
+            where = (epoch, self.step_in_epoch + 1, self.global_step + 1)
+            losses = self.guard.call(where, task.step, batch, self.run_progress(), self.global_step)
             self.step_in_epoch += 1
             self.global_step += 1
             # Losses stay on the device (0-d tensors) and are summed there: reading them every step
             # would wait for the device each time. They are read when a record is written.
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-            if self.global_step % s.log_every == 0 or self.step_in_epoch == 1:
+            if losses and (self.global_step % s.log_every == 0 or self.step_in_epoch == 1):
                 values = dist.mean_values(losses)  # every process's losses, averaged
                 if self.global_step % s.log_every == 0:
                     rec = {"type": "step", "epoch": epoch, "step": self.global_step, **values}
@@ -310,6 +329,8 @@ class TrainLoop:
             bar.update(1)
             if dist.agree_stop(stop, self.budget):
                 break
+            if self.step_in_epoch < steps and self.cadence.due(self.global_step):
+                self.save(self.epoch, self.step_in_epoch, time.monotonic() - t0)
         bar.close()
         seconds = time.monotonic() - t0
         if self.step_in_epoch < steps:  # stopped inside the epoch
@@ -345,43 +366,3 @@ class TrainLoop:
         path = self.save(epoch, 0)
         self.log(task.summary(record))
         return path
-
-
-def resolve_run(
-    task: str,
-    build: Callable[..., Any],
-    frozen: Callable[[str], str | None],
-    preset: str | None,
-    files: list[str | Path] | None,
-    overrides: dict[str, Any] | None,
-    out: str | Path | None,
-    resume: str | Path | None,
-    default_out: Callable[[Any], Path],
-) -> tuple[Any, Path, Checkpoint | None, dict[str, list[Any]]]:
-    """(config, run directory, checkpoint to resume or None, config changes at resume) for a new run or a
-    resumed one. ``build(preset=, files=, overrides=, base=)`` is the task's config builder; a key for
-    which ``frozen`` names what it is (e.g. "the architecture") cannot change at resume."""
-    if resume is None:
-        cfg = build(preset=preset, files=files, overrides=overrides)
-        out = Path(out) if out else default_out(cfg)
-        if not RunDir(out).has_checkpoint():
-            return cfg, out, None, {}
-        if not dist.restarted(out):
-            raise ConfigError(
-                f"{out} already holds a run; use --resume {out} to continue it or pick another --out"
-            )
-        resume = out  # torchrun restarted this job's processes: go on from the latest checkpoint
-    ckpt = load_run_checkpoint(resume, "latest", task)
-    old = ckpt.meta["config"]
-    if preset is not None and preset != old.get("preset"):
-        raise ConfigError(
-            f"--preset {preset} differs from the run's preset {old.get('preset')}; "
-            "the architecture cannot change at resume"
-        )
-    cfg = build(files=files, overrides=overrides, base=old)
-    changes = diff(old, to_dict(cfg))
-    for k, (a, b) in changes.items():
-        what = frozen(k)
-        if what:
-            raise ConfigError(f"cannot change {what} at resume ({k}: {a} -> {b}); start a new run instead")
-    return cfg, Path(out or resume), ckpt, changes

@@ -188,14 +188,18 @@ def load_unpaired(
     return data
 
 
-def load_test_images(folder: Path, limit: int | None = None) -> list[tuple[Path, torch.Tensor]]:
-    """Readable images of a test folder as (path, (3, H, W) tensor in [-1, 1]); unreadable ones skipped."""
+def load_test_images(
+    folder: Path, limit: int | None = None, warn: Callable[[str], None] | None = None
+) -> list[tuple[Path, torch.Tensor]]:
+    """Readable images of a test folder as (path, (3, H, W) tensor in [-1, 1]); unreadable ones are
+    skipped (and each named with its reason through ``warn``)."""
     out = []
     if not folder.is_dir():
         return out
     for p in list_images(folder)[: limit or None]:
         try:
             out.append((p, pil_to_tensor(read_rgb(p))))
-        except ImageReadError:
-            continue
+        except ImageReadError as e:
+            if warn is not None:
+                warn(f"warning: skipping {e}")
     return out

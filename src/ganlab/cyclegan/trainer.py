@@ -17,7 +17,8 @@ from ganlab.core.checkpoint import Checkpoint, load_module_state, restore
 from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
 from ganlab.core.errors import ConfigError
 from ganlab.core.images import save_image
-from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
+from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
+from ganlab.core.resolve import resolve_run
 from ganlab.core.rundir import MetricsLog, RunDir
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
 from ganlab.cyclegan.data import load_unpaired
@@ -60,6 +61,7 @@ class CycleGANTask(TrainTask):
         self.pools = {k: ImagePool(t.pool_size, seed=t.seed + i) for i, k in enumerate(("D_A", "D_B"))}
         self.samples_a, self.samples_b = sample_images(self.data, t.samples)
         self._baselines: dict[str, float] | None = None  # eval baselines, model-independent
+        self._warned: set[str] = set()
         self.phase: tuple[int, Any] | None = None  # (index, weights) in force
         self.lrs = (0.0, 0.0)
 
@@ -190,11 +192,18 @@ class CycleGANTask(TrainTask):
             self.device,
             limit=self.cfg.train.eval_images,
             baselines=cached is None,
+            warn=self._warn_once,
         )
         if cached is None:
             self._baselines = {k: v for k, v in res.items() if k.startswith(("identity_", "affine_"))}
         res.update(self._baselines or {})
         return {f"eval_{k}": v for k, v in res.items() if isinstance(v, float)}
+
+    def _warn_once(self, line: str) -> None:
+        """The per-epoch evaluation names an unreadable test image once per run, not every epoch."""
+        if line not in self._warned:
+            self._warned.add(line)
+            self.log(line)
 
     def end_epoch(self, epoch: int, record: dict[str, Any], run: RunDir) -> dict[str, Image.Image]:
         self.models.eval()

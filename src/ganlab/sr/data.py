@@ -11,6 +11,7 @@ through it, and LR images are rounded to 8 bits like the LR files a user would f
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ganlab.core.errors import DataError, require
-from ganlab.core.images import list_images, read_rgb
+from ganlab.core.images import ImageReadError, list_images, read_rgb
 from ganlab.core.photos import offline_photos, split_photos
 
 # --------------------------------------------------------------------------------------- resampling
@@ -72,6 +73,10 @@ def center_crop(x: torch.Tensor, max_side: int, multiple: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ sources
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 @dataclass
 class SRImage:
     """One decoded image kept in memory as uint8 (3, H, W) (4x smaller than float)."""
@@ -89,8 +94,11 @@ def _from_array(name: str, a: np.ndarray) -> SRImage:
     return SRImage(name, to_uint8(t))
 
 
-def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
-    """Every image under ``folder`` (recursive, sorted), read as RGB."""
+def read_folder(
+    folder: str | Path, limit: int | None = None, warn: Callable[[str], None] = _stderr
+) -> list[SRImage]:
+    """Every image under ``folder`` (recursive, sorted), read as RGB; a file that is not a usable image
+    is skipped with one ``warn`` line naming it and the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder not found: {folder}")
@@ -99,8 +107,14 @@ def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
         raise DataError(f"no images found under {folder}")
     out = []
     for p in paths:
-        a = np.asarray(read_rgb(p), dtype=np.float32) / 255.0
+        try:
+            a = np.asarray(read_rgb(p), dtype=np.float32) / 255.0
+        except ImageReadError as e:
+            warn(f"warning: skipping {e}")
+            continue
         out.append(_from_array(str(p.relative_to(folder)), a))
+    if not out:
+        raise DataError(f"no usable images under {folder} ({len(paths)} unreadable)")
     return out
 
 
@@ -113,7 +127,13 @@ def _builtin_split(split: str, seed: int, max_side: int | None) -> tuple[SRImage
         require("skimage", "the built-in SR photos", "demo")
         raise DataError(f"the built-in photos cannot be split: {e}; pass --data DIR") from None
     photos = parts["train_a"] + parts["train_b"] if split == "train" else parts["test"]
-    return tuple(_from_array(p.name, p.load(max_side)) for p in photos)
+    out = []
+    for p in photos:
+        try:
+            out.append(_from_array(p.name, p.load(max_side)))
+        except ImageReadError as e:  # e.g. a damaged wallpaper file
+            _stderr(f"warning: skipping built-in photo {p.name}: {e}")
+    return tuple(out)
 
 
 def builtin_images(split: str, seed: int = 0, max_side: int | None = 1024) -> list[SRImage]:

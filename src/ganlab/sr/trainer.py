@@ -17,7 +17,8 @@ from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import merge, to_dict
 from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
 from ganlab.core.errors import CheckpointError, ConfigError
-from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
+from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
+from ganlab.core.resolve import resolve_run
 from ganlab.core.rundir import MetricsLog, load_run_checkpoint, run_meta
 from ganlab.models.sr import SRResNet
 from ganlab.sr.config import SRConfig, build_sr_config
@@ -74,15 +75,19 @@ class SRTask(TrainTask):
                 "warning: GAN stage without --init trains SRGAN from scratch (the paper starts from SRResNet)"
             )
         # Data after the weights, so a bad --init fails before seconds of photo decoding.
-        hr = read_folder(d.root) if d.root else builtin_images("train", d.split_seed, d.photo_max_side)
-        lr = read_folder(d.lr_root) if d.lr_root else None
+        hr = (
+            read_folder(d.root, warn=log)
+            if d.root
+            else builtin_images("train", d.split_seed, d.photo_max_side)
+        )
+        lr = read_folder(d.lr_root, warn=log) if d.lr_root else None
         self.sampler = SRPatchSampler(
             hr, cfg.model.scale, d.size, t.seed, lr, d.flip, d.rot90, log, d.detail_candidates
         )
         self.eval_images = []
         if d.eval_images:
             src = (
-                read_folder(d.eval_root)
+                read_folder(d.eval_root, warn=log)
                 if d.eval_root
                 else builtin_images("test", d.split_seed, d.photo_max_side)
             )
