@@ -61,12 +61,21 @@ class LoopSettings:
     keep_checkpoints: int  # newest checkpoints kept (0: all)
     keep_every: int  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False
+    max_steps: int | None = None  # a compute budget: stop after this many steps in all
 
     @classmethod
     def of(cls, train: Any, epochs: int | None) -> LoopSettings:
         """From a task's ``train`` config section (the keys both tasks share) and its total epochs."""
         t = train
-        return cls(epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard)
+        return cls(
+            epochs,
+            t.minutes,
+            t.log_every,
+            t.keep_checkpoints,
+            t.keep_every,
+            t.tensorboard,
+            getattr(t, "max_steps", None),
+        )
 
 
 @dataclass
@@ -220,16 +229,22 @@ class TrainLoop:
             p = self.global_step / max(1, s.epochs * self.task.steps_per_epoch())
         if s.minutes is not None:
             p = max(p, self.budget.elapsed() / (s.minutes * 60))
+        if s.max_steps is not None:
+            p = max(p, self.global_step / s.max_steps)
         return min(p, 1.0)
+
+    def out_of_budget(self) -> bool:
+        """The wall-clock budget or the step budget is spent."""
+        s = self.settings
+        return self.budget.expired() or (s.max_steps is not None and self.global_step >= s.max_steps)
 
     def fit(self) -> TrainResult:
         s = self.settings
         self.budget = Budget(s.minutes, self.train_seconds)
         total = s.epochs if s.epochs is not None else math.inf
-        if self.budget.expired() and self.epoch < total:
-            self.log(
-                f"the run's {s.minutes}-minute budget is already spent; pass a larger --minutes to go on"
-            )
+        if self.out_of_budget() and self.epoch < total:
+            spent = f"{s.minutes}-minute" if self.budget.expired() else f"{s.max_steps}-step"
+            self.log(f"the run's {spent} budget is already spent; raise it to go on")
             return self._result("budget", None)
         self.log(
             self.task.describe()
@@ -239,7 +254,7 @@ class TrainLoop:
         with StopFlag() as stop:
             while self.epoch < total:
                 finished, last = self._epoch(self.epoch + 1, stop)
-                if not finished or stop.requested or self.budget.expired():
+                if not finished or stop.requested or self.out_of_budget():
                     stopped = "interrupted" if stop.requested else "budget"
                     if finished and self.epoch < total:
                         self.log(f"stopped ({stopped}) after epoch {self.epoch}; checkpoint {last}")
@@ -290,7 +305,7 @@ class TrainLoop:
                     postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
                 bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-            if stop.requested or self.budget.expired():
+            if stop.requested or self.out_of_budget():
                 break
         bar.close()
         seconds = time.monotonic() - t0

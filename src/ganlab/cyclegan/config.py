@@ -111,6 +111,8 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl step records
     samples: int = 4  # images per domain in the per-epoch sample grid
     max_steps_per_epoch: int | None = None
+    # A compute budget: stop after this many steps in all (ganlab sweep's budget: gflops sets it).
+    max_steps: int | None = None
     keep_checkpoints: int = 3  # newest full checkpoints kept (0 keeps every epoch's)
     keep_every: int = 0  # also keep every N-th epoch's checkpoint (0: none)
     eval_images: int = 16  # test images scored after each epoch when the data root has testA/testB (0: off)
@@ -140,8 +142,12 @@ class TrainConfig:
             raise ConfigError(f"ema_decay: must lie in [0, 1), got {self.ema_decay}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError("minutes: must be > 0")
-        if self.schedule_by == "budget" and self.minutes is None:
-            raise ConfigError("schedule_by: budget needs train.minutes (the budget the schedule follows)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps: must be >= 1, got {self.max_steps}")
+        if self.schedule_by == "budget" and self.minutes is None and self.max_steps is None:
+            raise ConfigError(
+                "schedule_by: budget needs train.minutes or train.max_steps (the budget the schedule follows)"
+            )
 
     @property
     def total_epochs(self) -> int:
