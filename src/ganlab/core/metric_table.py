@@ -95,7 +95,7 @@ METRICS: dict[str, Metric] = _table(
     Metric("seed", "seed", None, "d"),
     Metric("steps", "steps", None, ",d"),
     Metric("images_seen", "images seen", None, ",d"),
-    Metric("train_gflops", "train GFLOPs", False, ",.0f"),
+    Metric("train_gflops", "train GFLOPs", False, ",.1f"),
 )
 
 

@@ -122,7 +122,7 @@ def plot_score_vs_compute(
         c = colors[i % len(colors)]
         line = curves.get(label, [])
         if line:
-            ax.plot([x for x, *_ in line], [y for _, y, _ in line], "-", color=c, alpha=0.8, label=label)
+            ax.plot([x for x, *_ in line], [y for _, y, _ in line], ".-", color=c, alpha=0.8, label=label)
         pts = points.get(label, [])
         if pts:
             ax.plot([x for x, _ in pts], [y for _, y in pts], "o", color=c, label=None if line else label)
