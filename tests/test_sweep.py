@@ -192,7 +192,8 @@ def test_gflops_budget_sets_steps_and_stops_there(tiny_data: Path, tmp_path: Pat
     cfg = result_cfg(write_sweep(tmp_path / "p.yaml", tiny_data, {}), 0)
     step = train_step_gflops(cfg)
     doubled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=4))
-    assert train_step_gflops(doubled) == pytest.approx(2 * step, rel=0.05)  # a real step was counted
+    assert train_step_gflops(doubled) == pytest.approx(2 * step, rel=0.05)  # a whole step was counted
+    assert train_step_gflops(cfg, device="cpu") == pytest.approx(step)  # shapes only = a real step
     spec = write_sweep(tmp_path / "s.yaml", tiny_data, {}, **{"train.max_steps_per_epoch": 2})
     spec.write_text(spec.read_text() + f"budget: {{gflops: {3.5 * step}}}\n")
     assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--dry-run"]) == 0

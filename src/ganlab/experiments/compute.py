@@ -1,15 +1,15 @@
 """Compute spent by CycleGAN runs, for equal-compute comparisons: the FLOPs of one training step, a
 GFLOP budget as a step count, what a run spent (steps, images, GFLOPs), and score against compute.
 
-A training step's FLOPs are counted, not estimated: one real step of the run's configuration (its four
-networks, batch and crop size, forward and backward, both discriminator updates) runs once on the CPU
-under torch's FLOP counter (``ganlab.core.bench.count_flops``: 2 FLOPs per multiply-add). The count does
-not depend on the data or the seed, so every seed of a configuration shares it.
+A training step's FLOPs are counted, not estimated: one step of the run's configuration (its four
+networks, batch and crop size, forward and backward, both discriminator updates) runs once under torch's
+FLOP counter (``ganlab.core.bench.count_flops``: 2 FLOPs per multiply-add), on the meta device, which
+carries shapes but computes nothing. The count does not depend on the data or the seed, so every seed of a
+configuration shares it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any
@@ -36,14 +36,15 @@ def _cost_key(cfg: CycleGANConfig) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
-def train_step_gflops(cfg: CycleGANConfig) -> float:
-    """GFLOPs of one training step of ``cfg`` (counted on one real step on the CPU, cached)."""
-    key = _cost_key(cfg)
+def train_step_gflops(cfg: CycleGANConfig, device: str = "meta") -> float:
+    """GFLOPs of one training step of ``cfg`` (cached). Counted on the meta device by default: the same
+    operations on shapes only, without computing them (the counter slows a real step many times over);
+    ``device="cpu"`` counts a real step."""
+    key = _cost_key(cfg) + device
     if key not in _STEP_GFLOPS:
-        cpu = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu"))
         rng = torch.get_rng_state()  # make_step seeds the global generator; leave it as it was
         try:
-            step = make_step(cpu, torch.device("cpu"), "train", "fp32", channels_last=False, batched=False)
+            step = make_step(cfg, torch.device(device), "train", "fp32", channels_last=False, batched=False)
             _STEP_GFLOPS[key] = B.count_flops(step) / 1e9
         finally:
             torch.set_rng_state(rng)

@@ -274,9 +274,13 @@ def validate(sweep: Sweep) -> None:
     """Build every run's config; the first problem is an error naming the run and the key. With a
     GFLOP budget, each configuration's training step is counted once and its runs get the step count
     that fits (``train.max_steps``) and enough epochs to reach it."""
+    gflops = (sweep.budget or {}).get("gflops")
     for run in sweep.runs:
+        # Under a GFLOP budget the step count comes later; a placeholder lets a recipe that schedules by
+        # budget share validate meanwhile.
+        overrides = merge(run.overrides, {"train": {"max_steps": 1}}) if gflops else run.overrides
         try:
-            run.cfg = build_cyclegan_config(files=sweep.config_files, overrides=run.overrides)
+            run.cfg = build_cyclegan_config(files=sweep.config_files, overrides=overrides)
         except ConfigError as e:
             raise SweepError(f"sweep run {run.name}: {e}") from None
         root = run.cfg.data.root
@@ -284,8 +288,8 @@ def validate(sweep: Sweep) -> None:
             raise SweepError(f"sweep run {run.name}: data root not found: {root}")
         if not root and not (run.cfg.data.a and run.cfg.data.b):
             raise SweepError(f"sweep run {run.name}: no data; set base: data: DIR (or data.a and data.b)")
-        if sweep.budget and "gflops" in sweep.budget:
-            _apply_gflops(run, sweep.budget["gflops"], sweep.config_files)
+        if gflops:
+            _apply_gflops(run, gflops, sweep.config_files)
 
 
 def _apply_gflops(run: SweepRun, budget: float, files: list[str]) -> None:
