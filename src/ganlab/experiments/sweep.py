@@ -257,7 +257,10 @@ def _run_one(
 def _budget(run: SweepRun) -> dict[str, Any]:
     assert run.cfg is not None
     t = run.cfg.train
-    return {"epochs": t.total_epochs, "minutes": t.minutes, "max_steps": t.max_steps}
+    budget: dict[str, Any] = {"epochs": t.total_epochs, "minutes": t.minutes}
+    if t.max_steps is not None:  # absent otherwise, so manifests written before step budgets still match
+        budget["max_steps"] = t.max_steps
+    return budget
 
 
 def _train_one(
