@@ -52,7 +52,7 @@ def test_load_weights_file_and_run_give_the_same_model(tmp_path) -> None:
     src = tmp_path / "src" / "sub"
     src.mkdir(parents=True)
     Image.fromarray(img).save(src / "a.png")
-    written = from_run.translate_folder(tmp_path / "src", tmp_path / "dst", progress=False)
+    written = from_run.translate_folder(tmp_path / "src", tmp_path / "dst", progress=False).written
     assert written == [tmp_path / "dst" / "sub" / "a.png"]
     assert np.array_equal(np.asarray(Image.open(written[0])), out)
 

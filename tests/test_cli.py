@@ -20,6 +20,7 @@ EXPECTED_COMMANDS = {
     "compare",
     "sweep",
     "bench",
+    "serve",
 }
 
 

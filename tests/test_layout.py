@@ -4,7 +4,8 @@ Layers, from the bottom: ``ganlab.core`` (task-free machinery) < ``ganlab.models
 the tasks ``ganlab.cyclegan`` and ``ganlab.sr`` (independent of each other) < ``ganlab.experiments``
 < ``ganlab.cli`` (argument parsing, reached only through ``ganlab.cli`` and ``ganlab.__main__``). The
 public Python API (``ganlab.api``, re-exported lazily by the top package ``ganlab``) sits above the tasks:
-it may import them, the CLI may import it, nothing below it may.
+it may import them, the CLI may import it, nothing below it may. The HTTP app ``ganlab.serve`` sits above
+the API (it serves what ``ganlab.load`` loads); only the CLI imports it.
 
 Every ``import`` / ``from ... import`` of a ganlab module is read with :mod:`ast`, module-level and
 function-local alike, relative imports resolved. An import names its *explicit* target only:
@@ -30,7 +31,7 @@ PKG = SRC / "ganlab"
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
-LAYERS = ("core", "models", "cyclegan", "sr", "experiments", "cli")
+LAYERS = ("core", "models", "cyclegan", "sr", "experiments", "serve", "cli")
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,12 @@ def _rule_broken(src: str, dst: str) -> str | None:
         return f"ganlab.{src} may not import ganlab.{dst} (cyclegan and sr are independent tasks below experiments)"
     if src == "experiments" and dst == "cli":
         return "ganlab.experiments may not import ganlab.cli"
-    if dst in ("api", "ganlab") and src not in ("api", "ganlab", "cli", "__main__"):
-        return "the public API (ganlab, ganlab.api) sits above the tasks; only the CLI may import it"
+    if dst in ("api", "ganlab") and src not in ("api", "ganlab", "cli", "__main__", "serve"):
+        return "the public API (ganlab, ganlab.api) sits above the tasks; only the CLI and ganlab.serve may import it"
+    if dst == "serve" and src not in ("serve", "cli"):
+        return "only ganlab.cli may import ganlab.serve (the HTTP app sits above the API and the tasks)"
+    if src == "serve" and dst in ("experiments", "cli"):
+        return f"ganlab.serve may not import ganlab.{dst}"
     return None
 
 

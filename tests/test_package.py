@@ -1,4 +1,4 @@
-"""The wheel ships the whole package: every module and every shipped YAML config.
+"""The wheel ships the whole package: every module, every shipped YAML config and the serve page.
 
 The wheel is built offline from a copy of the build inputs (pyproject.toml, README.md, src/), so the
 test neither writes build/ or egg-info into the working tree nor packs stale files a previous build
@@ -70,6 +70,13 @@ def test_wheel_ships_every_config(wheel_names: set[str]) -> None:
     assert any(name.startswith("ganlab/configs/") for name in on_disk), "no YAML under src/ganlab/configs"
     missing = sorted(on_disk - wheel_names)
     assert not missing, "YAML files missing from the wheel:\n  " + "\n  ".join(missing)
+
+
+def test_wheel_ships_the_serve_page(wheel_names: set[str]) -> None:
+    on_disk = _package_files("*.html")
+    assert "ganlab/serve/page.html" in on_disk
+    missing = sorted(on_disk - wheel_names)
+    assert not missing, "HTML files missing from the wheel:\n  " + "\n  ".join(missing)
 
 
 def test_wheel_ships_every_module(wheel_names: set[str]) -> None:

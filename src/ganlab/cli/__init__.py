@@ -29,6 +29,7 @@ COMMANDS = [
     "compare",
     "sweep",
     "bench",
+    "serve",
 ]
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `--nproc` relaunches it
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from ganlab.cli.flags import add_config_flags, add_options, add_precision, overrides_from
+from ganlab.cli.flags import add_config_flags, add_nproc, add_options, add_precision, overrides_from, relaunch
+from ganlab.core import distributed
 from ganlab.core.device import select_device
 from ganlab.core.errors import UserError
 from ganlab.models.registry import preset_names
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly")
     t.add_argument("--init", metavar="RUN_DIR", help="start the generator from this run (e.g. a pixel run)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_nproc(t)
     t.set_defaults(func=run_train)
 
     e = ssub.add_parser("eval", help="Y-PSNR/SSIM of a run vs bicubic on held-out images")
@@ -66,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    rc = relaunch(args)
+    if rc is not None:
+        return rc
     if args.resume and args.init:
         raise UserError("--resume continues a run; --init starts a new one: use one of them")
     if args.resume and args.out and args.out != args.resume:
@@ -84,7 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
         init=args.init,
         progress=not args.quiet,
     )
-    print(res.summary())
+    if distributed.is_main():
+        print(res.summary())
     return 0
 
 
@@ -111,7 +118,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         raise UserError("--tile and --tile-pad must be >= 0")
     if args.device:
         select_device(args.device)
-    written = upscale_files(
+    result = upscale_files(
         args.run,
         args.inputs,
         args.out,
@@ -122,5 +129,6 @@ def run_upscale(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         precision=args.precision,
     )
-    print(f"wrote {len(written)} image(s) to {args.out}")
-    return 0
+    text, code = result.report(args.out)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ganlab.cli.flags import add_config_flags, add_options, overrides_from
+from ganlab.cli.flags import add_config_flags, add_nproc, add_options, overrides_from, relaunch
+from ganlab.core import distributed
 from ganlab.cyclegan.config import OPTIONS
 from ganlab.cyclegan.trainer import train
 from ganlab.models.registry import preset_names
@@ -22,10 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory (default: runs/<preset>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly; --set may change the recipe")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_nproc(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    rc = relaunch(args)
+    if rc is not None:
+        return rc
     overrides = overrides_from(args, OPTIONS)
     if args.data_a or args.data_b:  # explicit folders replace a data root set in a config file
         overrides.setdefault("data", {})["root"] = args.data
@@ -37,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
     )
-    print(result.summary())
+    if distributed.is_main():
+        print(result.summary())
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ganlab.cli.flags import add_precision
 from ganlab.core.errors import UserError
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         base_url=args.base_url,
         progress=not args.quiet,
     )
-    written = model.translate_paths(
+    result = model.translate_paths(
         args.inputs,
         args.out,
         direction=args.direction,
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         tile_pad=args.tile_pad,
         ext="." + args.format,
         progress=not args.quiet,
+        warn=lambda line: print(line, file=sys.stderr),
     )
-    print(f"wrote {len(written)} image(s) to {args.out}")
-    return 0
+    text, code = result.report(args.out)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code

@@ -4,13 +4,18 @@ One file per checkpoint: every tensor (model weights under ``model/<name>/``, op
 ``optim/<name>/``, RNG states and extras under their own prefixes) in safetensors format, and everything
 else (config, epoch, step, optimizer hyper-parameters) as JSON in the file's metadata. Loading never
 unpickles anything. Files are written to a temporary name, fsynced, then renamed, so a crash leaves either
-the old checkpoint or the new one, never half of one.
+the old checkpoint or the new one, never half of one. A SHA-256 of the metadata and of every tensor
+(name, dtype, shape, bytes) is stored beside the metadata and checked on every load, so a truncated or
+bit-flipped file is reported as damaged instead of being trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +25,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ganlab.core.errors import CheckpointError
+from ganlab.core.errors import CheckpointError, StorageError
+from ganlab.core.storage import fsync_dir, write_reason
 
-FORMAT_VERSION = 1
+# 2: a checksum of metadata and tensors is stored under CHECKSUM_KEY (version 1 files have none).
+FORMAT_VERSION = 2
+CHECKSUM_KEY = "ganlab_sha256"
+# Fault injection for the tests and benchmarks/killtest.py, between writing the temporary file and renaming
+# it: "kill:N" SIGKILLs this process at its N-th save, "torn:N" first cuts the temporary file in half,
+# "sleep:S" pauses S seconds at every save.
+TEST_HOOK_ENV = "GANLAB_TEST_CHECKPOINT_HOOK"
+_saves_by_this_process = 0
 
 
 @dataclass
@@ -98,7 +111,6 @@ def save_checkpoint(
 ) -> Path:
     """Write modules, optimizers, extra tensors, RNG state and JSON meta atomically to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     flat: dict[str, torch.Tensor] = {}
     for name, m in modules.items():
         for k, v in m.state_dict().items():
@@ -114,47 +126,93 @@ def save_checkpoint(
     # safetensors wants contiguous CPU tensors that share no storage.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in flat.items()}
     full_meta = dict(meta, format_version=FORMAT_VERSION, optimizers=opt_meta, modules=sorted(modules))
+    raw = json.dumps(full_meta)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(flat, str(tmp), metadata={"ganlab": json.dumps(full_meta)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(flat, str(tmp), metadata={"ganlab": raw, CHECKSUM_KEY: checksum(raw, flat)})
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _test_hook(tmp)
         tmp.replace(path)
+        fsync_dir(path.parent)
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
+        raise StorageError(f"cannot write checkpoint {path}: {write_reason(e)}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
+def checksum(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata JSON and of every tensor's name, dtype, shape and bytes (sorted by name)."""
+    h = hashlib.sha256(meta_json.encode())
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(f"\0{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _test_hook(tmp: Path) -> None:
+    spec = os.environ.get(TEST_HOOK_ENV)
+    if not spec:
+        return
+    global _saves_by_this_process
+    _saves_by_this_process += 1
+    mode, _, arg = spec.partition(":")
+    if mode == "sleep":
+        time.sleep(float(arg))
+    elif mode in ("kill", "torn") and _saves_by_this_process == int(arg):
+        if mode == "torn":
+            os.truncate(tmp, tmp.stat().st_size // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint (tensors on CPU). Never unpickles."""
+    """Read a checkpoint (tensors on CPU) and check it against its checksum. Never unpickles."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    meta = read_meta(path)
+    stored = _stored_metadata(path)
+    meta = _parse_meta(path, stored)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    want = stored.get(CHECKSUM_KEY)
+    if want is None and meta.get("format_version", 1) >= 2:
+        raise CheckpointError(f"{path}: damaged checkpoint (its checksum is missing)")
+    if want is not None and checksum(stored["ganlab"], tensors) != want:
+        raise CheckpointError(f"{path}: damaged checkpoint (checksum mismatch: truncated or altered)")
     return Checkpoint(tensors=tensors, meta=meta, path=path)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's ganlab metadata without reading its tensors (cheap: a sweep checks every run)."""
+    """A checkpoint's ganlab metadata without reading its tensors (cheap: a sweep checks every run; the
+    checksum needs the tensors, so only :func:`load_checkpoint` verifies it)."""
     path = Path(path)
+    return _parse_meta(path, _stored_metadata(path))
+
+
+def _stored_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get("ganlab")
+            return fh.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+
+
+def _parse_meta(path: Path, stored: dict[str, str]) -> dict[str, Any]:
+    raw = stored.get("ganlab")
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without ganlab metadata (not a ganlab checkpoint)")
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: damaged ganlab metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: damaged ganlab metadata (not a JSON object)")
+    return meta
 
 
 def load_module_state(ckpt: Checkpoint, name: str, module: nn.Module) -> None:

@@ -9,6 +9,7 @@ silently falls back to a default. Each task defines its own tree (``ganlab.cycle
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -89,15 +90,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads "5e-4" (no dot) as a string; accept any float literal.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -126,6 +132,25 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         except ConfigError as e:
             raise ConfigError(f"{prefix}{e}") from None
     return obj
+
+
+def validate_reliability(train: Any) -> None:
+    """The checks of the ``train`` keys both tasks share: logging, checkpoints, non-finite losses."""
+    if train.log_every < 1:
+        raise ConfigError("log_every: must be >= 1")
+    if train.keep_checkpoints < 0 or train.keep_checkpoints == 1:
+        raise ConfigError(
+            "keep_checkpoints: must be 0 (keep all) or >= 2 (the previous checkpoint is the fallback "
+            f"when the latest is damaged), got {train.keep_checkpoints}"
+        )
+    if train.keep_every < 0:
+        raise ConfigError("keep_every: must be >= 0")
+    if train.checkpoint_every_steps is not None and train.checkpoint_every_steps < 1:
+        raise ConfigError("checkpoint_every_steps: must be >= 1 (null: off)")
+    if train.checkpoint_every_minutes is not None and train.checkpoint_every_minutes <= 0:
+        raise ConfigError("checkpoint_every_minutes: must be > 0 (null: off)")
+    if train.max_bad_steps < 1:
+        raise ConfigError("max_bad_steps: must be >= 1")
 
 
 def to_dict(obj: Any) -> Any:

@@ -28,6 +28,18 @@ class DeviceError(GanlabError, ValueError):
     """A device was asked for that this machine does not have."""
 
 
+class DistributedError(GanlabError):
+    """The processes of a data-parallel run could not meet, or one of them died or stopped answering."""
+
+
+class StorageError(GanlabError, OSError):
+    """A file could not be written (disk full, no permission); the message names the path."""
+
+
+class NonFiniteError(GanlabError, ArithmeticError):
+    """Training stopped: too many steps in a row had a NaN or Inf loss."""
+
+
 class MissingExtraError(GanlabError, ImportError):
     """An optional dependency is not installed; the message names the pip extra that brings it."""
 

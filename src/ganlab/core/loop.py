@@ -1,5 +1,6 @@
 """The training loop every task shares: epochs of steps under a wall-clock budget, a progress bar,
-graceful Ctrl-C, checkpoints at each epoch end and at a mid-epoch stop, metric records, exact resume.
+graceful Ctrl-C, checkpoints at each epoch end, on a cadence (steps, minutes) and at a mid-epoch stop,
+steps with a non-finite loss skipped (``ganlab.core.nonfinite``), metric records, exact resume.
 
 A task (CycleGAN, SR) supplies what differs as a :class:`TrainTask`: its modules and optimizers, its
 batches, its step, its per-epoch evaluation and log lines. The loop owns progress (epoch, step in the
@@ -21,18 +22,21 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from ganlab.core.budget import Budget, StopFlag
+from ganlab.core import distributed as dist
+from ganlab.core.budget import StopFlag
+from ganlab.core.cadence import Cadence
 from ganlab.core.checkpoint import Checkpoint, restore
-from ganlab.core.config import Option, diff, to_dict
+from ganlab.core.config import Option
 from ganlab.core.device import peak_memory_mb
 from ganlab.core.errors import ConfigError
-from ganlab.core.rundir import MetricsLog, RunDir, load_run_checkpoint, progress_meta
+from ganlab.core.nonfinite import BadStepGuard
+from ganlab.core.rundir import MetricsLog, RunDir, progress_meta
 from ganlab.core.tensorboard import TensorBoardLogger
 
 # Flags every task's train command has: the train.* keys the shared loop and device code read.
 COMMON_OPTIONS: tuple[Option, ...] = (
     Option("minutes", "train.minutes", "wall-clock budget; stops cleanly with a checkpoint", float),
-    Option("batch_size", "train.batch_size", "images per step", int),
+    Option("batch_size", "train.batch_size", "images per step and process (global: x processes)", int),
     Option("device", "train.device", "auto, cpu, cuda, cuda:1, mps"),
     Option("seed", "train.seed", "random seed", int),
     Option(
@@ -48,6 +52,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
         "also log to RUN_DIR/tb (needs the tensorboard extra)",
         flag_value=True,
     ),
+    Option("sync_bn", "train.sync_bn", "several processes: batch norm of the global batch", flag_value=True),
 )
 
 
@@ -61,6 +66,10 @@ class LoopSettings:
     keep_checkpoints: int  # newest checkpoints kept (0: all)
     keep_every: int  # also keep every N-th epoch's checkpoint
     tensorboard: bool = False
+    sync_bn: bool = False  # several processes: batch-norm statistics of the global batch
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N global steps
+    checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without a checkpoint
+    max_bad_steps: int = 3  # steps in a row with a non-finite loss before the run stops
     max_steps: int | None = None  # a compute budget: stop after this many steps in all
 
     @classmethod
@@ -68,14 +77,10 @@ class LoopSettings:
         """From a task's ``train`` config section (the keys both tasks share) and its total epochs."""
         t = train
         return cls(
-            epochs,
-            t.minutes,
-            t.log_every,
-            t.keep_checkpoints,
-            t.keep_every,
-            t.tensorboard,
+            epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard, t.sync_bn,
+            t.checkpoint_every_steps, t.checkpoint_every_minutes, t.max_bad_steps,
             getattr(t, "max_steps", None),
-        )
+        )  # fmt: skip
 
 
 @dataclass
@@ -110,8 +115,16 @@ class TrainTask:
         raise NotImplementedError
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
-        """Further state saved in a checkpoint (e.g. image pools)."""
+        """Further state saved in a checkpoint (e.g. image pools), per process when several train."""
         return {}
+
+    def parallelize(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Several processes: train through ``wrap(m)`` (DDP) for each trained module m (modules() stay)."""
+        raise ConfigError(f"{self.name} training does not support several processes")
+
+    def reseed(self, seed: int) -> None:
+        """Restart this process's own random streams (a data-parallel rank's) from ``seed``."""
+        torch.manual_seed(seed)
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Load modules, optimizers (and extras) from a checkpoint; the RNG state comes last."""
@@ -135,7 +148,8 @@ class TrainTask:
 
     def step(self, batch: Any, progress: float, global_step: int) -> dict[str, Any]:
         """One update; ``progress`` in [0, 1] is how much of the run is done. Returns every loss term
-        (floats, or 0-d tensors that the loop reads only when it writes a record)."""
+        (floats, or 0-d tensors that the loop reads only when it writes a record); raises
+        ``NonFiniteLoss`` instead of applying an update whose loss is NaN or Inf."""
         raise NotImplementedError
 
     def record_fields(self) -> dict[str, Any]:
@@ -172,17 +186,20 @@ class TrainLoop:
         log: Callable[[str], None] = print,
         progress: bool = True,
     ) -> None:
-        self.task, self.settings, self.log, self.progress = task, settings, log, progress
+        self.task, self.settings, self.log = task, settings, dist.rank_zero(log)
+        self.progress = progress and dist.is_main()  # rank 0 alone writes the run directory and the bar
         self.run = RunDir(Path(out))
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.train_seconds = 0.0  # training time of earlier invocations (the budget spans them)
         self.sums: dict[str, Any] = {}  # loss sums of the epoch in progress (kept across resume)
         self.epoch_seconds = 0.0  # time spent in the epoch in progress by earlier invocations
-        self.run.create()
-        if resume is None and self.run.metrics_path.exists():
-            # Left by an earlier attempt that never saved a checkpoint: its records describe no weights.
-            self.run.metrics_path.unlink()
-        self.metrics = MetricsLog(self.run.metrics_path)
+        if dist.is_main():
+            self.run.create()
+            if resume is None and self.run.metrics_path.exists():
+                # Left by an earlier attempt that never saved a checkpoint: its records describe no weights.
+                self.run.metrics_path.unlink()
+        self.metrics = dist.metrics_log(self.run.metrics_path)
+        resume, seed = dist.rank_view(resume, self.log)  # this process's own state; a seed for new streams
         if resume is not None:
             task.restore(resume)
             m = resume.meta
@@ -195,32 +212,38 @@ class TrainLoop:
             if self.step_in_epoch:
                 self.sums = dict(m.get("epoch_sums", {}))
                 self.epoch_seconds = float(m.get("epoch_seconds", 0.0))
+            self.log(f"resuming from {resume.path}: epoch {self.epoch} + {self.step_in_epoch} step(s)")
             if config_changes:
                 # The new recipe takes effect from the next step; logged so curves can be read correctly.
-                self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, log)
-        self.run.write_config(task.cfg)
+                self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, self.log)
+        dist.prepare(task, settings.sync_bn, seed)
         self.tb = None
-        if settings.tensorboard:
-            self.tb = TensorBoardLogger(self.run.root)
+        if dist.is_main():
+            self.run.write_config(task.cfg)
+            self.tb = TensorBoardLogger(self.run.root) if settings.tensorboard else None
 
     def save(self, epoch: int, step_in_epoch: int, epoch_seconds: float = 0.0) -> Path:
         """Checkpoint after ``epoch`` complete epochs plus ``step_in_epoch`` steps of the next."""
+        self.cadence.saved()
         meta = progress_meta(
             self.task.name, self.task.cfg, epoch, step_in_epoch, self.global_step, self.budget.elapsed()
         )
         if step_in_epoch:
-            meta.update(epoch_sums={k: float(v) for k, v in self.sums.items()}, epoch_seconds=epoch_seconds)
-        s = self.settings
-        return self.run.save(
-            epoch,
-            step_in_epoch,
-            self.task.modules(),
-            meta,
-            self.task.optimizers(),
-            self.task.extra_tensors(),
-            s.keep_checkpoints,
-            s.keep_every,
-        )
+            meta.update(epoch_sums=dist.mean_values(self.sums), epoch_seconds=epoch_seconds)
+        s, tensors = self.settings, dist.gather_rank_state(self.task.extra_tensors(), meta)
+        with dist.main_work():  # rank 0 writes; the others (tensors None) wait for the file
+            if tensors is None:
+                return self.run.checkpoint_for(epoch, step_in_epoch)
+            return self.run.save(
+                epoch,
+                step_in_epoch,
+                self.task.modules(),
+                meta,
+                self.task.optimizers(),
+                tensors,
+                s.keep_checkpoints,
+                s.keep_every,
+            )
 
     def run_progress(self) -> float:
         """Share of the run done: the larger of the step share and the budget share."""
@@ -234,13 +257,19 @@ class TrainLoop:
         return min(p, 1.0)
 
     def out_of_budget(self) -> bool:
-        """The wall-clock budget or the step budget is spent."""
+        """The wall-clock or the step budget is spent (the step count is the same on every process)."""
         s = self.settings
         return self.budget.expired() or (s.max_steps is not None and self.global_step >= s.max_steps)
 
     def fit(self) -> TrainResult:
         s = self.settings
-        self.budget = Budget(s.minutes, self.train_seconds)
+        self.budget = dist.make_budget(s.minutes, self.train_seconds)
+        # The budget's clock (rank 0's under torchrun, the same on every process): saving is collective,
+        # so every process must find a checkpoint due at the same step.
+        self.cadence = Cadence(
+            s.checkpoint_every_steps, s.checkpoint_every_minutes, clock=self.budget.elapsed
+        )
+        self.guard = BadStepGuard(s.max_bad_steps, self.log, self.metrics.write, self.run)
         total = s.epochs if s.epochs is not None else math.inf
         if self.out_of_budget() and self.epoch < total:
             spent = f"{s.minutes}-minute" if self.budget.expired() else f"{s.max_steps}-step"
@@ -288,15 +317,16 @@ class TrainLoop:
         for batch in task.batches(epoch, self.step_in_epoch):
             if self.step_in_epoch >= steps:
                 break
-            losses = task.step(batch, self.run_progress(), self.global_step)
+            where = (epoch, self.step_in_epoch + 1, self.global_step + 1)
+            losses = self.guard.call(where, task.step, batch, self.run_progress(), self.global_step)
             self.step_in_epoch += 1
             self.global_step += 1
             # Losses stay on the device (0-d tensors) and are summed there: reading them every step
             # would wait for the device each time. They are read when a record is written.
             for k, v in losses.items():
                 self.sums[k] = self.sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-            if self.global_step % s.log_every == 0 or self.step_in_epoch == 1:
-                values = {k: float(v) for k, v in losses.items()}
+            if losses and (self.global_step % s.log_every == 0 or self.step_in_epoch == 1):
+                values = dist.mean_values(losses)  # every process's losses, averaged
                 if self.global_step % s.log_every == 0:
                     rec = {"type": "step", "epoch": epoch, "step": self.global_step, **values}
                     self.metrics.write({**rec, **task.record_fields()})
@@ -305,8 +335,10 @@ class TrainLoop:
                     postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
                 bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-            if stop.requested or self.out_of_budget():
+            if dist.agree_stop(stop, self.budget) or self.out_of_budget():
                 break
+            if self.step_in_epoch < steps and self.cadence.due(self.global_step):
+                self.save(self.epoch, self.step_in_epoch, time.monotonic() - t0)
         bar.close()
         seconds = time.monotonic() - t0
         if self.step_in_epoch < steps:  # stopped inside the epoch
@@ -318,7 +350,7 @@ class TrainLoop:
 
     def _end_epoch(self, epoch: int, steps: int, seconds: float) -> Path:
         task = self.task
-        means = {k: float(v) / max(1, self.step_in_epoch) for k, v in self.sums.items()}
+        means = {k: v / max(1, self.step_in_epoch) for k, v in dist.mean_values(self.sums).items()}
         self.epoch, self.step_in_epoch, self.sums, self.epoch_seconds = epoch, 0, {}, 0.0
         record = {
             "type": "epoch",
@@ -330,51 +362,15 @@ class TrainLoop:
             **task.record_fields(),
             "peak_mem_mb": peak_memory_mb(task.device),
         }
-        record.update(task.evaluate())
-        self.metrics.write(record)
-        images = task.end_epoch(epoch, record, self.run)
-        if self.tb is not None:
-            self.tb.log_epoch(record)
-            for tag, image in images.items():
-                self.tb.log_image(tag, image, epoch)
+        with dist.main_work() as main:  # evaluation, records and samples: rank 0's
+            if main:
+                record.update(task.evaluate())
+                self.metrics.write(record)
+                images = task.end_epoch(epoch, record, self.run)
+                if self.tb is not None:
+                    self.tb.log_epoch(record)
+                    for tag, image in images.items():
+                        self.tb.log_image(tag, image, epoch)
         path = self.save(epoch, 0)
         self.log(task.summary(record))
         return path
-
-
-def resolve_run(
-    task: str,
-    build: Callable[..., Any],
-    frozen: Callable[[str], str | None],
-    preset: str | None,
-    files: list[str | Path] | None,
-    overrides: dict[str, Any] | None,
-    out: str | Path | None,
-    resume: str | Path | None,
-    default_out: Callable[[Any], Path],
-) -> tuple[Any, Path, Checkpoint | None, dict[str, list[Any]]]:
-    """(config, run directory, checkpoint to resume or None, config changes at resume) for a new run or a
-    resumed one. ``build(preset=, files=, overrides=, base=)`` is the task's config builder; a key for
-    which ``frozen`` names what it is (e.g. "the architecture") cannot change at resume."""
-    if resume is None:
-        cfg = build(preset=preset, files=files, overrides=overrides)
-        out = Path(out) if out else default_out(cfg)
-        if RunDir(out).has_checkpoint():
-            raise ConfigError(
-                f"{out} already holds a run; use --resume {out} to continue it or pick another --out"
-            )
-        return cfg, out, None, {}
-    ckpt = load_run_checkpoint(resume, "latest", task)
-    old = ckpt.meta["config"]
-    if preset is not None and preset != old.get("preset"):
-        raise ConfigError(
-            f"--preset {preset} differs from the run's preset {old.get('preset')}; "
-            "the architecture cannot change at resume"
-        )
-    cfg = build(files=files, overrides=overrides, base=old)
-    changes = diff(old, to_dict(cfg))
-    for k, (a, b) in changes.items():
-        what = frozen(k)
-        if what:
-            raise ConfigError(f"cannot change {what} at resume ({k}: {a} -> {b}); start a new run instead")
-    return cfg, Path(out or resume), ckpt, changes

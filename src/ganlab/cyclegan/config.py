@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ganlab.core.augment import make_augment
-from ganlab.core.config import Option, from_dict, load_yaml, merge, to_dict
+from ganlab.core.config import Option, from_dict, load_yaml, merge, to_dict, validate_reliability
 from ganlab.core.errors import ConfigError
 from ganlab.core.loop import COMMON_OPTIONS
 from ganlab.models.discriminator import PatchGANConfig
@@ -69,6 +69,8 @@ class DataConfig:
             raise ConfigError(f"load_size: must be >= size ({self.size}), got {self.load_size}")
         if self.workers < 0:
             raise ConfigError("workers: must be >= 0")
+        if self.max_images is not None and self.max_images < 1:
+            raise ConfigError("max_images: must be >= 1")
 
     @property
     def resolved_load_size(self) -> int:
@@ -86,7 +88,7 @@ class TrainConfig:
     # done (the larger of the epoch share and the share of `minutes` spent), so a slow machine still runs
     # the whole schedule inside its budget.
     schedule_by: Literal["epochs", "budget"] = "epochs"
-    batch_size: int = 1
+    batch_size: int = 1  # per process: with several (torchrun), the global batch is this x processes
     lr: float = 2e-4
     gen_lr_coef: float = 1.0
     disc_lr_coef: float = 1.25  # discriminators 25% faster: they got stuck on artifacts otherwise
@@ -113,10 +115,19 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     # A compute budget: stop after this many steps in all (ganlab sweep's budget: gflops sets it).
     max_steps: int | None = None
-    keep_checkpoints: int = 3  # newest full checkpoints kept (0 keeps every epoch's)
+    # newest checkpoints kept (0 keeps all; at least 2, the previous one is the fallback when the latest
+    # is damaged)
+    keep_checkpoints: int = 3
     keep_every: int = 0  # also keep every N-th epoch's checkpoint (0: none)
+    # Mid-epoch checkpoints (epoch ends always save one), so a crash loses at most this much work:
+    checkpoint_every_steps: int | None = None  # every N global steps (null: off)
+    checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without one (null: off)
+    max_bad_steps: int = 3  # NaN/Inf-loss steps in a row (each skipped, not applied) before the run stops
     eval_images: int = 16  # test images scored after each epoch when the data root has testA/testB (0: off)
     tensorboard: bool = False
+    # Several processes (torchrun): batch norm over the global batch (SyncBatchNorm) instead of each
+    # process's share; the norm then matches one process with the whole batch. No effect on instance norm.
+    sync_bn: bool = False
 
     def validate(self) -> None:
         if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
@@ -148,6 +159,15 @@ class TrainConfig:
             raise ConfigError(
                 "schedule_by: budget needs train.minutes or train.max_steps (the budget the schedule follows)"
             )
+        if self.gen_lr_coef <= 0 or self.disc_lr_coef <= 0:
+            raise ConfigError("gen_lr_coef and disc_lr_coef: must be > 0")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ConfigError(f"beta1, beta2: must lie in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.samples < 1 or self.eval_images < 0:
+            raise ConfigError("samples must be >= 1 and eval_images >= 0")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError("max_steps_per_epoch: must be >= 1")
+        validate_reliability(self)
 
     @property
     def total_epochs(self) -> int:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ganlab.core.distributed import shard
 from ganlab.core.errors import DataError
 from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb
 from ganlab.cyclegan.config import DataConfig
@@ -154,13 +155,21 @@ class UnpairedData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-max(len(self.a), len(self.b)) // batch_size)
 
-    def loader(self, seed: int, epoch: int, batch_size: int, skip_batches: int = 0):
-        plan = epoch_plan(len(self.a), len(self.b), seed, epoch)[skip_batches * batch_size :]
+    def loader(
+        self, seed: int, epoch: int, batch_size: int, skip_batches: int = 0, part: tuple[int, int] = (0, 1)
+    ) -> torch.utils.data.DataLoader:
+        """Batches of the epoch from global step ``skip_batches`` on. The plan is global: process
+        ``part`` = (rank, processes) takes its share of each global step (core.distributed.shard)."""
+        plan = epoch_plan(len(self.a), len(self.b), seed, epoch)
         ds = UnpairedPlanDataset(
             self.a, self.b, plan, self.cfg.size, self.cfg.resolved_load_size, self.cfg.flip
         )
+        batches = shard(len(plan), batch_size, *part)[skip_batches:]
+        # A generator of its own: a loader draws a seed from it for its workers each time it starts, and
+        # drawn from torch's global one that would shift every later random number of a resumed run.
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         return torch.utils.data.DataLoader(
-            ds, batch_size=batch_size, shuffle=False, num_workers=self.cfg.workers, drop_last=False
+            ds, batch_sampler=batches, num_workers=self.cfg.workers, generator=gen
         )
 
 
@@ -179,14 +188,18 @@ def load_unpaired(
     return data
 
 
-def load_test_images(folder: Path, limit: int | None = None) -> list[tuple[Path, torch.Tensor]]:
-    """Readable images of a test folder as (path, (3, H, W) tensor in [-1, 1]); unreadable ones skipped."""
+def load_test_images(
+    folder: Path, limit: int | None = None, warn: Callable[[str], None] | None = None
+) -> list[tuple[Path, torch.Tensor]]:
+    """Readable images of a test folder as (path, (3, H, W) tensor in [-1, 1]); unreadable ones are
+    skipped (and each named with its reason through ``warn``)."""
     out = []
     if not folder.is_dir():
         return out
     for p in list_images(folder)[: limit or None]:
         try:
             out.append((p, pil_to_tensor(read_rgb(p))))
-        except ImageReadError:
-            continue
+        except ImageReadError as e:
+            if warn is not None:
+                warn(f"warning: skipping {e}")
     return out

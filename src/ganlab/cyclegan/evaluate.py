@@ -11,6 +11,8 @@ checkerboard index on a flat grey input and on the translated test images, the C
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,12 @@ from ganlab.core import metrics as M
 from ganlab.core.cost import count_params, gflops
 from ganlab.core.device import select_device
 from ganlab.core.errors import CheckpointError, DataError
-from ganlab.core.images import read_rgb
+from ganlab.core.images import ImageReadError, read_rgb
 from ganlab.core.rundir import read_metrics
 from ganlab.core.stats import paired_bootstrap
 from ganlab.cyclegan.data import load_test_images
 from ganlab.cyclegan.reference import describe_missing
-from ganlab.cyclegan.translate import load_run_models
+from ganlab.cyclegan.translate import MIN_SIDE, load_run_models, translate_tensor
 
 
 def _to01(t: torch.Tensor) -> np.ndarray:
@@ -51,25 +53,27 @@ def evaluate_models(
     limit: int | None = None,
     baselines: bool = True,
     progress: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of G_A2B / G_B2A on data_root/testA, testB, testB_gt. Keys absent when data is absent."""
+    """Metrics of G_A2B / G_B2A on data_root/testA, testB, testB_gt. Keys absent when data is absent.
+    Unreadable images are skipped (each named through ``warn``)."""
     g_ab, g_ba = models["G_A2B"].eval(), models["G_B2A"].eval()
     n_down = max(1, getattr(getattr(g_ab, "cfg", None), "n_down", 1))
     out: dict[str, Any] = {}
-    test_a = load_test_images(data_root / "testA", limit)
-    test_b = load_test_images(data_root / "testB", limit)
+    test_a = _scorable(load_test_images(data_root / "testA", limit, warn), warn)
+    test_b = _scorable(load_test_images(data_root / "testB", limit, warn), warn)
     gt_dir = data_root / "testB_gt"
     a_in, a_fake, a_rec, gts, names = [], [], [], [], []
     for path, x in tqdm(test_a, desc="eval A", disable=not progress, leave=False):
         names.append(path.name)
         xb = x[None].to(device)
-        fake = g_ab(xb)
-        rec = g_ba(fake)
+        fake = translate_tensor(g_ab, xb)
+        rec = translate_tensor(g_ba, fake)
         a_in.append(_to01(x))
         a_fake.append(_to01(fake[0]))
         a_rec.append(_to01(rec[0]))
         gt_path = gt_dir / path.name
-        gts.append(M.to_float01(_read(gt_path)) if gt_path.is_file() else None)
+        gts.append(_read_gt(gt_path, warn))
     if a_in:
         out["n_test_a"] = len(a_in)
         out["cycle_psnr"] = _mean([M.psnr(x, r) for x, r in zip(a_in, a_rec)])
@@ -109,7 +113,7 @@ def evaluate_models(
     if test_b:
         b_in, b_rec = [], []
         for _, y in tqdm(test_b, desc="eval B", disable=not progress, leave=False):
-            rec = g_ab(g_ba(y[None].to(device)))
+            rec = translate_tensor(g_ab, translate_tensor(g_ba, y[None].to(device)))
             b_in.append(_to01(y))
             b_rec.append(_to01(rec[0]))
         out["n_test_b"] = len(b_in)
@@ -121,8 +125,33 @@ def evaluate_models(
     return out
 
 
-def _read(path: Path):
-    return read_rgb(path)
+def _scorable(
+    images: list[tuple[Path, torch.Tensor]], warn: Callable[[str], None] | None
+) -> list[tuple[Path, torch.Tensor]]:
+    """The test images large enough to score (SSIM's 11 px window); the others are named through warn."""
+    out = []
+    for path, x in images:
+        if min(x.shape[-2:]) >= MIN_SIDE:
+            out.append((path, x))
+        elif warn is not None:
+            warn(f"warning: skipping {path}: {x.shape[-1]}x{x.shape[-2]} is too small to score")
+    return out
+
+
+def _read_gt(path: Path, warn: Callable[[str], None] | None) -> np.ndarray | None:
+    """A ground-truth image in [0, 1], or None when there is none or it is unreadable (warned)."""
+    if not path.is_file():
+        return None
+    try:
+        return M.to_float01(read_rgb(path))
+    except ImageReadError as e:
+        if warn is not None:
+            warn(f"warning: skipping ground truth {e}")
+        return None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def evaluate_run(
@@ -146,7 +175,7 @@ def evaluate_run(
         raise DataError(
             f"no test images: {root or 'the run has no data root'} has no testA/ (pass --data DIR)"
         )
-    res = evaluate_models(models, root, dev, limit=limit, baselines=True, progress=progress)
+    res = evaluate_models(models, root, dev, limit=limit, baselines=True, progress=progress, warn=_stderr)
     epochs = read_metrics(run_dir, "epoch")
     secs = [r["seconds"] for r in epochs]
     res.update(

@@ -40,6 +40,9 @@ class ImagePool:
         return t
 
     def load_state(self, tensors: dict[str, torch.Tensor], prefix: str, device: torch.device) -> None:
+        """Restore a saved pool; without one (a data-parallel rank added at resume) keep this fresh one."""
+        if f"{prefix}/rng" not in tensors:
+            return
         self.gen.set_state(tensors[f"{prefix}/rng"])
         imgs = tensors.get(f"{prefix}/images")
         self.images = [] if imgs is None else [im.unsqueeze(0).to(device) for im in imgs]

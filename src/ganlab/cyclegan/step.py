@@ -3,6 +3,9 @@
 The step reads like the paper: generators first (adversarial + cycle + identity terms under the weights
 of the current phase), then the two discriminators on real images and pooled fakes. It returns its losses
 as floats; all long-lived state (models, optimizers, pools) is passed in, nothing is kept per step.
+The optimizers step last, after one check that every loss is finite (``ganlab.core.nonfinite``): the
+discriminators see detached fakes and their own weights, so deferring the generator's update past their
+passes changes nothing, and a NaN or Inf anywhere skips the whole update.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 from torch import nn
 
 from ganlab.core.losses import gan_loss, l1
+from ganlab.core.nonfinite import check_finite
 from ganlab.cyclegan.config import CycleGANConfig, Phase, TrainConfig
 from ganlab.cyclegan.losses import cycle_l1
 from ganlab.cyclegan.pool import ImagePool
@@ -126,7 +130,6 @@ def train_step(
         + w.identity * (loss_idt_a + loss_idt_b)
     )
     loss_g.backward()
-    opts["G"].step()
 
     # --- Discriminators: real vs (pooled) fake.
     d_losses = discriminator_step(
@@ -143,7 +146,11 @@ def train_step(
         "G_total": loss_g,
         **d_losses,
     }
-    return {k: v.detach() for k, v in out.items()}
+    out = {k: v.detach() for k, v in out.items()}
+    check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
+    for name in ("G", "D_A", "D_B"):
+        opts[name].step()
+    return out
 
 
 def discriminator_step(
@@ -157,8 +164,9 @@ def discriminator_step(
     aug: Callable[[torch.Tensor], torch.Tensor],
     batch_d: bool,
 ) -> dict[str, torch.Tensor]:
-    """Update D_A on (real A, pooled fake A) and D_B on (real B, pooled fake B); each loss is halved so D
-    learns at half G's rate (reference). reals, fakes: (A, B) pairs of (N, 3, S, S)."""
+    """Gradients of D_A on (real A, pooled fake A) and D_B on (real B, pooled fake B) (the caller steps
+    their optimizers); each loss is halved so D learns at half G's rate (reference). reals, fakes: (A, B)
+    pairs of (N, 3, S, S)."""
     n = reals[0].shape[0]
     d_losses = {}
     for name, real, fake in (("D_A", reals[0], fakes[0]), ("D_B", reals[1], fakes[1])):
@@ -173,7 +181,6 @@ def discriminator_step(
                 real_score, fake_score = disc(aug(real)), disc(aug(pooled))
             loss_d = 0.5 * (gan_loss(gan_kind, real_score, True) + gan_loss(gan_kind, fake_score, False))
         loss_d.backward()
-        opts[name].step()
         d_losses[name] = loss_d
     return d_losses
 

@@ -11,12 +11,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ganlab.core import distributed
 from ganlab.core.augment import make_augment
 from ganlab.core.checkpoint import Checkpoint, load_module_state, restore
 from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
 from ganlab.core.errors import ConfigError
 from ganlab.core.images import save_image
-from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
+from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
+from ganlab.core.resolve import resolve_run
 from ganlab.core.rundir import MetricsLog, RunDir
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
 from ganlab.cyclegan.data import load_unpaired
@@ -48,6 +50,7 @@ class CycleGANTask(TrainTask):
         self.data = load_unpaired(cfg.data, warn=log, progress=progress)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg).to(self.device)
+        self.train_models = self.models  # what the step runs: DDP wrappers with several processes
         fast = fast_settings(cfg, self.device)
         self.batch_passes = (fast["batch_g"], fast["batch_d"])
         self.memory_format = torch.channels_last if fast["channels_last"] else torch.contiguous_format
@@ -58,6 +61,7 @@ class CycleGANTask(TrainTask):
         self.pools = {k: ImagePool(t.pool_size, seed=t.seed + i) for i, k in enumerate(("D_A", "D_B"))}
         self.samples_a, self.samples_b = sample_images(self.data, t.samples)
         self._baselines: dict[str, float] | None = None  # eval baselines, model-independent
+        self._warned: set[str] = set()
         self.phase: tuple[int, Any] | None = None  # (index, weights) in force
         self.lrs = (0.0, 0.0)
 
@@ -96,16 +100,25 @@ class CycleGANTask(TrainTask):
         elif m["epoch"] > 0:
             self.phase = phase_at(t.schedule, m["epoch"], t.total_epochs)
 
+    def parallelize(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.train_models = nn.ModuleDict({k: wrap(m) for k, m in self.models.items()})
+
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        for i, pool in enumerate(self.pools.values()):
+            pool.gen.manual_seed(seed + 1 + i)
+
     # --- the loop's hooks ---------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
         t = self.cfg.train
-        steps = self.data.steps_per_epoch(t.batch_size)
+        steps = self.data.steps_per_epoch(t.batch_size * distributed.world_size())
         return min(steps, t.max_steps_per_epoch) if t.max_steps_per_epoch else steps
 
     def describe(self) -> str:
         return (
             f"training {self.cfg.preset} on {self.device} | A: {len(self.data.a)} images, "
-            f"B: {len(self.data.b)} | {self.steps_per_epoch()} steps/epoch"
+            f"B: {len(self.data.b)} | {distributed.batch_note(self.cfg.train.batch_size)}, "
+            f"{self.steps_per_epoch()} steps/epoch"
         )
 
     def begin_epoch(
@@ -129,7 +142,8 @@ class CycleGANTask(TrainTask):
         self.lrs = set_learning_rates(self.opts, self.cfg.train, factor)
 
     def batches(self, epoch: int, start: int) -> Iterable[Any]:
-        return self.data.loader(self.cfg.train.seed, epoch, self.cfg.train.batch_size, skip_batches=start)
+        t, part = self.cfg.train, (distributed.rank(), distributed.world_size())
+        return self.data.loader(t.seed, epoch, t.batch_size, skip_batches=start, part=part)
 
     def step(self, batch: Any, progress: float, global_step: int) -> dict[str, torch.Tensor]:
         t = self.cfg.train
@@ -138,7 +152,7 @@ class CycleGANTask(TrainTask):
             self._apply_schedule(phase, lr_factor_at_progress(progress, t.epochs, t.epochs_decay), self.log)
         assert self.phase is not None
         losses = train_step(
-            self.models,
+            self.train_models,
             self.opts,
             batch["A"].to(self.device).contiguous(memory_format=self.memory_format),
             batch["B"].to(self.device).contiguous(memory_format=self.memory_format),
@@ -179,11 +193,18 @@ class CycleGANTask(TrainTask):
             self.device,
             limit=self.cfg.train.eval_images,
             baselines=cached is None,
+            warn=self._warn_once,
         )
         if cached is None:
             self._baselines = {k: v for k, v in res.items() if k.startswith(("identity_", "affine_"))}
         res.update(self._baselines or {})
         return {f"eval_{k}": v for k, v in res.items() if isinstance(v, float)}
+
+    def _warn_once(self, line: str) -> None:
+        """The per-epoch evaluation names an unreadable test image once per run, not every epoch."""
+        if line not in self._warned:
+            self._warned.add(line)
+            self.log(line)
 
     def end_epoch(self, epoch: int, record: dict[str, Any], run: RunDir) -> dict[str, Image.Image]:
         self.models.eval()
@@ -231,14 +252,9 @@ def train(
             "discriminators (import a reference checkpoints folder with latest_net_D_A.pth and "
             "latest_net_D_B.pth to continue training)"
         )
-    task = CycleGANTask(cfg, log=log, progress=progress)
-    loop = TrainLoop(
-        task,
-        LoopSettings.of(cfg.train, cfg.train.total_epochs),
-        out,
-        resume=ckpt,
-        config_changes=changes,
-        log=log,
-        progress=progress,
-    )
-    return loop.fit()
+    with distributed.session(cfg.train.device):  # several processes under torchrun; else nothing
+        log, progress = distributed.rank_zero(log), progress and distributed.is_main()
+        task = CycleGANTask(cfg, log=log, progress=progress)
+        settings = LoopSettings.of(cfg.train, cfg.train.total_epochs)
+        loop = TrainLoop(task, settings, out, ckpt, changes, log=log, progress=progress)
+        return loop.fit()

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
@@ -17,6 +18,7 @@ from ganlab.core.config import from_dict
 from ganlab.core.device import autocast, resolve_precision
 from ganlab.core.errors import CheckpointError, UserError
 from ganlab.core.images import (
+    BatchResult,
     ImageReadError,
     list_images,
     pil_to_tensor,
@@ -33,6 +35,9 @@ from ganlab.cyclegan.step import build_models
 
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
+# Smaller sides are edge-padded to this (and the output cropped back): the generator's reflect pads need
+# a few pixels at its coarsest level.
+MIN_SIDE = 16
 
 
 def load_run_models(
@@ -86,6 +91,10 @@ def translate_tensor(
         with autocast(t.device, precision):
             return g(t).float()
 
+    h, w = x.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        x = F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
+        return translate_tensor(g, x, tile, tile_pad, precision)[..., :h, :w]
     if tile:
         return tiled_apply(fn, x, tile=tile, pad=tile_pad, scale=1)
     return fn(x)
@@ -158,30 +167,32 @@ class Translator:
         ext: str = ".png",
         warn: Callable[[str], None] = print,
         progress: bool = True,
-    ) -> list[Path]:
+    ) -> BatchResult:
         """Translate image files and folders into ``out_dir`` (folders keep their structure; outputs
-        take ``ext``). Unreadable images are skipped with a warning."""
+        take ``ext``). An input that is not a usable image is warned about (one line: file and reason)
+        and listed in the result's ``failed``."""
         self.generator(direction)  # an unavailable direction fails before any file is read
         files = collect_inputs(inputs)
         if not files:
             raise FileNotFoundError(f"no images found in {', '.join(map(str, inputs))}")
         out_dir = Path(out_dir)
-        written = []
+        result = BatchResult()
         for src, rel in tqdm(files, desc=f"translate {direction}", unit="img", disable=not progress):
             try:
                 x = pil_to_tensor(read_rgb(src))[None]
             except ImageReadError as e:
                 warn(f"warning: skipping {e}")
+                result.failed.append((src, str(e).removeprefix(f"{src}: ")))
                 continue
             y = self.translate_tensor(x, direction, tile, tile_pad)
             dst = out_dir / rel.with_suffix(ext)
             save_image(tensor_to_pil(y[0]), dst)
-            written.append(dst)
-        return written
+            result.written.append(dst)
+        return result
 
     def translate_folder(
         self, src: str | Path, dst: str | Path, direction: str = "a2b", **kw: Any
-    ) -> list[Path]:
+    ) -> BatchResult:
         """Every image under ``src`` into ``dst`` (same relative paths); keywords as translate_paths."""
         if not Path(src).is_dir():
             raise FileNotFoundError(f"not a folder: {src}")

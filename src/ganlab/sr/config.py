@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ganlab.core.config import ConfigError, Option, from_dict, load_yaml, merge, to_dict
+from ganlab.core.config import ConfigError, Option, from_dict, load_yaml, merge, to_dict, validate_reliability
 from ganlab.core.loop import COMMON_OPTIONS
 from ganlab.models.registry import preset_config
 from ganlab.models.sr import SRDiscriminatorConfig, SRResNetConfig
@@ -34,6 +34,10 @@ class SRDataConfig:
             raise ConfigError(f"size: HR crop must be >= 8, got {self.size}")
         if self.eval_images < 0 or self.eval_size < 16:
             raise ConfigError("eval_images must be >= 0 and eval_size >= 16")
+        if self.detail_candidates < 1:
+            raise ConfigError("detail_candidates: must be >= 1")
+        if self.photo_max_side is not None and self.photo_max_side < 16:
+            raise ConfigError("photo_max_side: must be >= 16 (null: full size)")
 
 
 @dataclass
@@ -44,7 +48,7 @@ class SRTrainConfig:
     epochs: int | None = 20  # None: until the --minutes budget runs out
     minutes: float | None = None  # wall-clock budget: stop cleanly with a checkpoint
     steps_per_epoch: int = 100  # an "epoch" is a fixed number of steps (small photo sets)
-    batch_size: int = 16
+    batch_size: int = 16  # per process: with several (torchrun), the global batch is this x processes
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -63,9 +67,18 @@ class SRTrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
     threads: int | None = None  # CPU threads for PyTorch (None: its default, one per core)
     log_every: int = 10  # steps between metrics.jsonl step records
-    keep_checkpoints: int = 3  # newest checkpoints kept (0: all)
+    # newest checkpoints kept (0 keeps all; at least 2, the previous one is the fallback when the latest
+    # is damaged)
+    keep_checkpoints: int = 3
     keep_every: int = 0  # also keep every N-th epoch's checkpoint
+    # Mid-epoch checkpoints (epoch ends always save one), so a crash loses at most this much work:
+    checkpoint_every_steps: int | None = None  # every N global steps (null: off)
+    checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without one (null: off)
+    max_bad_steps: int = 3  # NaN/Inf-loss steps in a row (each skipped, not applied) before the run stops
     tensorboard: bool = False  # also log epoch scalars to RUN_DIR/tb (needs the tensorboard extra)
+    # Several processes (torchrun): batch norm over the global batch (SyncBatchNorm) instead of each
+    # process's share; the norm then matches one process with the whole batch.
+    sync_bn: bool = False
 
     def validate(self) -> None:
         if self.epochs is None and self.minutes is None:
@@ -83,6 +96,15 @@ class SRTrainConfig:
         for name in ("pixel_weight", "adv_weight", "perceptual_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas: must lie in [0, 1), got {list(self.betas)}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ConfigError(f"lr_min_ratio: must lie in [0, 1], got {self.lr_min_ratio}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError("grad_clip: must be > 0 (null: off)")
+        if self.vgg_rescale <= 0:
+            raise ConfigError("vgg_rescale: must be > 0")
+        validate_reliability(self)
 
 
 @dataclass

@@ -11,6 +11,7 @@ through it, and LR images are rounded to 8 bits like the LR files a user would f
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ganlab.core.errors import DataError, require
-from ganlab.core.images import list_images, read_rgb
+from ganlab.core.images import ImageReadError, list_images, read_rgb
 from ganlab.core.photos import offline_photos, split_photos
 
 # --------------------------------------------------------------------------------------- resampling
@@ -72,6 +73,10 @@ def center_crop(x: torch.Tensor, max_side: int, multiple: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ sources
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 @dataclass
 class SRImage:
     """One decoded image kept in memory as uint8 (3, H, W) (4x smaller than float)."""
@@ -89,8 +94,11 @@ def _from_array(name: str, a: np.ndarray) -> SRImage:
     return SRImage(name, to_uint8(t))
 
 
-def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
-    """Every image under ``folder`` (recursive, sorted), read as RGB."""
+def read_folder(
+    folder: str | Path, limit: int | None = None, warn: Callable[[str], None] = _stderr
+) -> list[SRImage]:
+    """Every image under ``folder`` (recursive, sorted), read as RGB; a file that is not a usable image
+    is skipped with one ``warn`` line naming it and the reason."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder not found: {folder}")
@@ -99,8 +107,14 @@ def read_folder(folder: str | Path, limit: int | None = None) -> list[SRImage]:
         raise DataError(f"no images found under {folder}")
     out = []
     for p in paths:
-        a = np.asarray(read_rgb(p), dtype=np.float32) / 255.0
+        try:
+            a = np.asarray(read_rgb(p), dtype=np.float32) / 255.0
+        except ImageReadError as e:
+            warn(f"warning: skipping {e}")
+            continue
         out.append(_from_array(str(p.relative_to(folder)), a))
+    if not out:
+        raise DataError(f"no usable images under {folder} ({len(paths)} unreadable)")
     return out
 
 
@@ -113,7 +127,13 @@ def _builtin_split(split: str, seed: int, max_side: int | None) -> tuple[SRImage
         require("skimage", "the built-in SR photos", "demo")
         raise DataError(f"the built-in photos cannot be split: {e}; pass --data DIR") from None
     photos = parts["train_a"] + parts["train_b"] if split == "train" else parts["test"]
-    return tuple(_from_array(p.name, p.load(max_side)) for p in photos)
+    out = []
+    for p in photos:
+        try:
+            out.append(_from_array(p.name, p.load(max_side)))
+        except ImageReadError as e:  # e.g. a damaged wallpaper file
+            _stderr(f"warning: skipping built-in photo {p.name}: {e}")
+    return tuple(out)
 
 
 def builtin_images(split: str, seed: int = 0, max_side: int | None = 1024) -> list[SRImage]:
@@ -176,28 +196,42 @@ class SRPatchSampler:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _crop(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One un-augmented aligned pair: LR (3, S/s, S/s), HR (3, S, S)."""
+    def _draw(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """Where one crop comes from: (image index, y, x) of its HR origin."""
         s, S = self.scale, self.size
-        im, lr_im = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
-        h, w = im.pixels.shape[-2:]
+        i = int(rng.choice(len(self.pairs), p=self.weights))
+        h, w = self.pairs[i][0].pixels.shape[-2:]
         # Crop origin on the LR grid so HR and LR crops stay aligned pixel for pixel.
         y, x = int(rng.integers(0, (h - S) // s + 1)) * s, int(rng.integers(0, (w - S) // s + 1)) * s
+        return i, y, x
+
+    def _crop(self, i: int, y: int, x: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One un-augmented aligned pair: LR (3, S/s, S/s), HR (3, S, S)."""
+        s, S = self.scale, self.size
+        im, lr_im = self.pairs[i]
         hr = im.pixels[:, y : y + S, x : x + S].float() / 255.0
         if lr_im is None:
             return downscale(hr, s), hr
         return lr_im.pixels[:, y // s : (y + S) // s, x // s : (x + S) // s].float() / 255.0, hr
 
-    def batch(self, epoch: int, step: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, epoch: int, step: int, n: int, part: tuple[int, int] = (0, 1)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` pairs. With ``part`` = (rank, processes) the step's global batch is n x processes crops
+        and this process makes only its share (the random draws of the others are skipped over)."""
+        rank, world = part
         rng = np.random.default_rng([self.seed, epoch, step])
         lrs, hrs = [], []
-        for _ in range(n):
-            options = [self._crop(rng) for _ in range(self.candidates)]
+        for j in range(n * world):
+            draws = [self._draw(rng) for _ in range(self.candidates)]
+            flip, k = bool(rng.random() < 0.5) and self.flip, int(rng.integers(0, 4)) if self.rot90 else 0
+            if j // n != rank:
+                continue
+            options = [self._crop(*d) for d in draws]
             if len(options) > 1:
                 err = [float((hr - upscale_bicubic(lr, self.scale)).pow(2).mean()) for lr, hr in options]
                 options = [options[int(np.argmax(err))]]
             lr, hr = options[0]
-            flip, k = bool(rng.random() < 0.5) and self.flip, int(rng.integers(0, 4)) if self.rot90 else 0
             lrs.append(_augment(lr, flip, k))
             hrs.append(_augment(hr, flip, k))
         return torch.stack(lrs), torch.stack(hrs)

@@ -10,6 +10,7 @@ from every border.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,10 @@ def score_images(
     device: torch.device,
     max_side: int = 512,
     keep_outputs: bool = False,
+    warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> dict[str, Any]:
     """Mean and per-image Y-PSNR/SSIM of ``model`` and of bicubic; restores the model's train/eval mode.
+    An image too small for SSIM after the ``scale``-pixel border crop is skipped (``warn``).
 
     With ``keep_outputs`` each per-image entry also holds its ``lr``, ``bicubic``, ``sr`` and ``hr``
     tensors (3, H, W) for reports.
@@ -75,6 +78,10 @@ def score_images(
     per_image = []
     try:
         for im in images:
+            h, w = im.pixels.shape[-2:]
+            if min(h, w) < 11 + 3 * scale:  # SSIM's 11 px window inside the border-cropped centre crop
+                warn(f"warning: skipping {im.name}: {w}x{h} is too small to score at scale {scale}")
+                continue
             hr = center_crop(im.float(), max_side, scale)
             lr = downscale(hr, scale)
             sr = quantize(model(lr[None].to(device))[0].float().cpu())

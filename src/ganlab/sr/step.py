@@ -3,7 +3,10 @@
 Stage ``pixel``: the generator on an L1 or MSE pixel loss. Stage ``gan``: the generator on content loss
 (pixel and/or VGG19 phi_5,4 perceptual MSE) plus 1e-3 x adversarial loss (paper eq. 3), then the
 discriminator on real HR vs generated SR. :func:`train_step` reads top to bottom in that order and
-returns its losses as tensors; all long-lived state is passed in, nothing is kept per step.
+returns its losses as tensors; all long-lived state is passed in, nothing is kept per step. The
+optimizers step last, after one check that every loss is finite (``ganlab.core.nonfinite``): the
+discriminator sees the detached SR output, so deferring the generator's update past its pass changes
+nothing, and a NaN or Inf anywhere skips the whole update.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganlab.core.losses import gan_loss
+from ganlab.core.nonfinite import check_finite
 from ganlab.models.sr import SRDiscriminator, SRResNet
 from ganlab.models.vgg import VGG19Features, load_vgg19_features
 from ganlab.sr.config import SRConfig, SRTrainConfig
@@ -108,7 +112,6 @@ def train_step(
     loss_g.backward()
     if t.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(m.generator.parameters(), t.grad_clip)
-    m.opt_g.step()
 
     # --- Discriminator: real HR vs the (detached) SR output.
     if gan:
@@ -120,8 +123,11 @@ def train_step(
         out["loss_d"] = adversarial_losses(t.adv_kind, real_score, fake_score, for_discriminator=True)
         out["d_real"], out["d_fake"] = real_score.mean(), fake_score.mean()
         out["loss_d"].backward()
-        m.opt_d.step()
-    return {k: v.detach() for k, v in out.items()}
+    out = {k: v.detach() for k, v in out.items()}
+    check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
+    for opt in m.optimizers().values():
+        opt.step()
+    return out
 
 
 def lr_factor(t: SRTrainConfig, progress: float) -> float:

@@ -4,6 +4,7 @@ The update itself is :func:`ganlab.sr.step.train_step`."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganlab.core import distributed
 from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import merge, to_dict
 from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
 from ganlab.core.errors import CheckpointError, ConfigError
-from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask, resolve_run
+from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
+from ganlab.core.resolve import resolve_run
 from ganlab.core.rundir import MetricsLog, load_run_checkpoint, run_meta
 from ganlab.models.sr import SRResNet
 from ganlab.sr.config import SRConfig, build_sr_config
@@ -59,6 +62,7 @@ class SRTask(TrainTask):
         set_threads(t.threads)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg, self.device)
+        self.train_models = self.models  # what the step runs: DDP wrappers with several processes
         cl = fast_settings(cfg, self.device)["channels_last"]
         self.memory_format = torch.channels_last if cl else torch.contiguous_format
         for mod in self.models.modules().values():
@@ -71,15 +75,19 @@ class SRTask(TrainTask):
                 "warning: GAN stage without --init trains SRGAN from scratch (the paper starts from SRResNet)"
             )
         # Data after the weights, so a bad --init fails before seconds of photo decoding.
-        hr = read_folder(d.root) if d.root else builtin_images("train", d.split_seed, d.photo_max_side)
-        lr = read_folder(d.lr_root) if d.lr_root else None
+        hr = (
+            read_folder(d.root, warn=log)
+            if d.root
+            else builtin_images("train", d.split_seed, d.photo_max_side)
+        )
+        lr = read_folder(d.lr_root, warn=log) if d.lr_root else None
         self.sampler = SRPatchSampler(
             hr, cfg.model.scale, d.size, t.seed, lr, d.flip, d.rot90, log, d.detail_candidates
         )
         self.eval_images = []
         if d.eval_images:
             src = (
-                read_folder(d.eval_root)
+                read_folder(d.eval_root, warn=log)
                 if d.eval_root
                 else builtin_images("test", d.split_seed, d.photo_max_side)
             )
@@ -92,6 +100,11 @@ class SRTask(TrainTask):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self.models.optimizers()
 
+    def parallelize(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        m = self.models
+        d = wrap(m.discriminator) if m.discriminator is not None else None
+        self.train_models = dataclasses.replace(m, generator=wrap(m.generator), discriminator=d)
+
     def steps_per_epoch(self) -> int:
         return self.cfg.train.steps_per_epoch
 
@@ -100,7 +113,7 @@ class SRTask(TrainTask):
         return (
             f"SR {t.stage} training, {self.cfg.preset} x{self.cfg.model.scale} on {self.device} | "
             f"{sum(p.numel() for p in g.parameters()):,} generator parameters | {len(self.sampler)} HR images, "
-            f"{self.cfg.data.size}px crops, batch {t.batch_size} | {t.steps_per_epoch} steps/epoch"
+            f"{self.cfg.data.size}px crops, {distributed.batch_note(t.batch_size)} | {t.steps_per_epoch} steps/epoch"
             + (f", budget {t.minutes} min" if t.minutes else "")
         )
 
@@ -111,9 +124,9 @@ class SRTask(TrainTask):
             mod.train()
 
     def batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        t = self.cfg.train
+        t, part = self.cfg.train, (distributed.rank(), distributed.world_size())
         for step in range(start, t.steps_per_epoch):
-            yield self.sampler.batch(epoch, step, t.batch_size)
+            yield self.sampler.batch(epoch, step, t.batch_size, part)
 
     def step(self, batch: Any, progress: float, global_step: int) -> dict[str, torch.Tensor]:
         t = self.cfg.train
@@ -122,7 +135,7 @@ class SRTask(TrainTask):
             for g in opt.param_groups:
                 g["lr"], g["betas"] = self.lr, t.betas
         lr_img, hr_img = (v.to(self.device).contiguous(memory_format=self.memory_format) for v in batch)
-        return train_step(self.models, lr_img, hr_img, t, lambda: autocast(self.device, self.precision))
+        return train_step(self.train_models, lr_img, hr_img, t, lambda: autocast(self.device, self.precision))
 
     def record_fields(self) -> dict[str, Any]:
         return {"lr": self.lr}
@@ -181,8 +194,9 @@ def train_sr(
         resume,
         lambda c: Path("runs") / f"sr-{c.preset}-x{c.model.scale}",
     )
-    task = SRTask(cfg, init=init, resuming=ckpt is not None, log=log)
-    t = cfg.train
-    settings = LoopSettings.of(t, t.epochs)
-    loop = TrainLoop(task, settings, out, resume=ckpt, config_changes=changes, log=log, progress=progress)
-    return loop.fit()
+    with distributed.session(cfg.train.device):  # several processes under torchrun; else nothing
+        log, progress = distributed.rank_zero(log), progress and distributed.is_main()
+        task = SRTask(cfg, init=init, resuming=ckpt is not None, log=log)
+        settings = LoopSettings.of(cfg.train, cfg.train.epochs)
+        loop = TrainLoop(task, settings, out, ckpt, changes, log=log, progress=progress)
+        return loop.fit()

@@ -10,6 +10,7 @@ RGB files arrive already reduced to 8 bits. Every output is PNG and keeps its in
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from ganlab.core.device import autocast, resolve_precision, select_device
 from ganlab.core.errors import GanlabError
-from ganlab.core.images import list_images, open_image, save_image, to_rgb
+from ganlab.core.images import BatchResult, ImageReadError, list_images, open_image, save_image, to_rgb
 from ganlab.core.tiling import tiled_apply
 from ganlab.models.sr import SRResNet
 from ganlab.sr.data import bicubic_resize
@@ -197,16 +198,24 @@ def upscale_files(
     device: str = "auto",
     progress: bool = True,
     precision: str = "auto",
-) -> list[Path]:
-    """Upscale every input file (or image under an input folder) with the run's generator.
+    warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> BatchResult:
+    """Upscale every input file (or image under an input folder) with the run's generator; an input that
+    is not a usable image is warned about (file and reason) and listed in the result's ``failed``.
 
     ``pad`` None: the generator's receptive-field radius, which makes tiling exact. ``precision`` auto:
     bf16 autocast where the hardware has it.
     """
     up = load_upscaler(run_dir, checkpoint, device, precision)
     pairs = collect_inputs(inputs, Path(out))
-    written = []
+    result = BatchResult()
     for src, dst in tqdm(pairs, desc="upscale", unit="image", disable=not progress, dynamic_ncols=True):
-        save_image(up.upscale(open_image(src), tile, pad), dst)
-        written.append(dst)
-    return written
+        try:
+            im = open_image(src)
+        except ImageReadError as e:
+            warn(f"warning: skipping {e}")
+            result.failed.append((src, str(e).removeprefix(f"{src}: ")))
+            continue
+        save_image(up.upscale(im, tile, pad), dst)
+        result.written.append(dst)
+    return result
