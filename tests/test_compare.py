@@ -73,8 +73,15 @@ def test_compare_writes_grid_tables_and_report(two_runs, tmp_path: Path, capsys)
 
     rows = json.loads((out / "table.json").read_text())
     assert [r["run"] for r in rows] == ["shallow", "deep"]
-    md = (out / "table.md").read_text().splitlines()
-    assert len(md) == 2 + len(runs) and "G params" in md[0]
+    md = (out / "table.md").read_text()
+    configs_md, runs_md = md.split("\nRuns:\n")
+    runs_lines = runs_md.strip().splitlines()
+    assert len(runs_lines) == 2 + len(runs) and "G params" in runs_lines[0]
+    # One configuration per run (they differ in more than the seed), with the tile interval and the marks.
+    config_lines = [line for line in configs_md.splitlines() if line.startswith("| ")]
+    assert len(config_lines) == 1 + len(runs) and "95% over tiles" in config_lines[0]
+    assert sum("| best |" in line for line in config_lines) == 1
+    assert all("1 seed" in line for line in config_lines[1:])  # one seed: no seed interval, said so
     with open(out / "table.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
     assert [r["run"] for r in table] == ["shallow", "deep"]
@@ -87,11 +94,18 @@ def test_compare_writes_grid_tables_and_report(two_runs, tmp_path: Path, capsys)
         for k in ("cycle_psnr", "gt_psnr", "checkerboard_flat", "tint_delta_e2000", "seconds_per_epoch"):
             assert row[k] == ev[k] and np.isfinite(row[k]), k
         assert row["n_down"] == info["generator"]["n_down"] and row["epochs"] == 1
+        # Compute spent: 2 steps of batch 2, at the FLOPs of one counted training step.
+        assert row["steps"] == 2 and row["images_seen"] == 4
+        assert row["train_gflops"] == pytest.approx(2 * row["step_gflops"]) and row["step_gflops"] > 0
     assert {r["upsample"] for r in table} == {"pixelshuffle", "resize_conv"}
     assert (out / "losses.png").read_bytes().startswith(b"\x89PNG")
 
+    summary = json.loads((out / "summary.json").read_text())
+    assert {s["config"] for s in summary} == {"shallow", "deep"}
+    assert all(s["tile_ci"]["low"] <= s["mean"] <= s["tile_ci"]["high"] for s in summary)
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3  # grid, losses, metric curves
+    assert html.count("data:image/png;base64,") >= 4  # grid, losses, metric curves, score vs compute
+    assert "95% over seeds" in html and "vs identity" in html and "against training compute" in html
     assert not re.search(r"https?://|src=\"(?!data:)|href=", html)
     assert "resize_conv" in html and "<table>" in html
 

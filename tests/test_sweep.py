@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import yaml
 
 from ganlab.cli import main
 from ganlab.core.config import ConfigError
+from ganlab.core.rundir import run_meta
 from ganlab.experiments.sweep import parse_sweep, run_state, run_sweep, sanitize
 
 
@@ -137,3 +139,78 @@ def test_minutes_budget_counts_as_finished(tiny_data: Path, tmp_path: Path) -> N
     lines.clear()
     run_sweep(spec, tmp_path / "sw", compare=False, log=lines.append, progress=False)
     assert lines == ["skip base: finished"]
+
+
+def test_seeds_expand_each_configuration_and_group_by_name() -> None:
+    sweep = parse_sweep(
+        {"base": {"data": "d", "epochs": 1}, "grid": {"model.n_down": [1, 2]}, "seeds": [0, 7]}
+    )
+    names = [r.name for r in sweep.runs]
+    # Seed by seed (an interrupted study holds every configuration once), named so seeds sort together.
+    assert names == ["n_down=1,seed=0", "n_down=2,seed=0", "n_down=1,seed=7", "n_down=2,seed=7"]
+    assert sorted(names)[:2] == ["n_down=1,seed=0", "n_down=1,seed=7"]
+    assert [r.overrides["train"]["seed"] for r in sweep.runs] == [0, 0, 7, 7]
+    assert [r.config for r in sweep.runs] == ["n_down=1", "n_down=2"] * 2 and sweep.n_configs == 2
+    assert [r.name for r in parse_sweep({"base": {"data": "d"}, "seeds": [3]}).runs] == ["seed=3"]
+    for bad, msg in (
+        ({"seeds": [0, 0]}, "repeats a seed"),
+        ({"seeds": "0"}, "list of integers"),
+        ({"seeds": [0], "base": {"seed": 1}}, "train.seed is set by seeds"),
+        ({"budget": {"hours": 1}}, "budget: expected"),
+        ({"budget": {"minutes": 0}}, "positive number"),
+        ({"budget": {"minutes": 1}, "base": {"minutes": 2}}, "train.minutes is set by budget"),
+        ({"budget": {"gflops": 1}, "grid": {"epochs": [1, 2]}}, "train.epochs is set by budget"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            parse_sweep(bad)
+    minutes = parse_sweep({"base": {"data": "d"}, "budget": {"minutes": 2.5}}).runs[0].overrides["train"]
+    assert minutes["minutes"] == 2.5 and minutes["epochs"] >= 1000  # the budget, not the epochs, ends runs
+
+
+def test_seeded_sweep_runs_restarts_and_compares_per_configuration(tiny_data: Path, tmp_path: Path) -> None:
+    spec = write_sweep(tmp_path / "s.yaml", tiny_data, {}, epochs=1)
+    spec.write_text(spec.read_text() + "seeds: [0, 1]\n")
+    out = tmp_path / "sw"
+    lines: list[str] = []
+    result = run_sweep(spec, out, log=lines.append, progress=False)
+    assert not result.interrupted
+    assert [r["name"] for r in result.runs] == ["seed=0", "seed=1"]
+    assert [r["seed"] for r in result.runs] == [0, 1] and {r["config"] for r in result.runs} == {"base"}
+    for seed in (0, 1):
+        assert run_meta(out / f"seed={seed}")["config"]["train"]["seed"] == seed
+    (config,) = json.loads((out / "compare" / "summary.json").read_text())  # two seeds, one configuration
+    assert config["config"] == "base" and config["seeds"] == [0, 1] and config["seed_ci"] is not None
+    assert "95% over seeds" in (out / "compare" / "table.md").read_text()
+    lines.clear()
+    run_sweep(spec, out, compare=False, log=lines.append, progress=False)
+    assert lines == ["skip seed=0: finished", "skip seed=1: finished"]
+
+
+def test_gflops_budget_sets_steps_and_stops_there(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    from ganlab.experiments.compute import train_step_gflops
+
+    cfg = result_cfg(write_sweep(tmp_path / "p.yaml", tiny_data, {}), 0)
+    step = train_step_gflops(cfg)
+    doubled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=4))
+    assert train_step_gflops(doubled) == pytest.approx(2 * step, rel=0.05)  # a whole step was counted
+    assert train_step_gflops(cfg, device="cpu") == pytest.approx(step)  # shapes only = a real step
+    spec = write_sweep(tmp_path / "s.yaml", tiny_data, {}, **{"train.max_steps_per_epoch": 2})
+    spec.write_text(spec.read_text() + f"budget: {{gflops: {3.5 * step}}}\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep of 1 run(s)" in printed and "3 steps" in printed and "2 epochs" in printed
+    assert "total budget: 1 runs x" in printed and "GFLOPs" in printed
+    run_sweep(spec, tmp_path / "sw", compare=False, log=lambda m: None, progress=False)
+    latest = run_meta(tmp_path / "sw" / "base")
+    assert latest["global_step"] == 3 and latest["config"]["train"]["max_steps"] == 3
+    assert run_state(tmp_path / "sw" / "base", result_cfg(spec, 0))[0] == "finished"
+
+
+def test_dry_run_prints_count_and_total_minutes(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    spec = write_sweep(tmp_path / "s.yaml", tiny_data, {"model.n_down": [1, 2]})
+    spec.write_text(spec.read_text() + "seeds: [0, 1, 2]\nbudget: {minutes: 5}\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "sw"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep of 6 run(s) (2 configuration(s) x 3 seed(s))" in printed
+    assert "run 6/6 n_down=2,seed=2: train; 5 min" in printed
+    assert "total budget: 6 runs x 5 min = 30 min (0.5 h)" in printed

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ganlab.core.report import markdown_table
-from ganlab.experiments.compare import HEADERS, SUMMARY_COLUMNS, compare_runs
+from ganlab.experiments.aggregate import DEFAULT_METRIC, IDENTITY
+from ganlab.experiments.compare import compare_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compare runs: image grid, cost/metric table, loss curves, report.html",
         description=(
             "Translate the same images with every run's latest checkpoint and tabulate parameters, GFLOPs, "
-            "time per epoch, memory, cycle/ground-truth PSNR and SSIM, checkerboard index and tint. "
-            "A run's eval.json is reused when it is newer than its latest checkpoint."
+            "time per epoch, memory, steps, images and training GFLOPs spent, cycle/ground-truth PSNR and "
+            "SSIM, checkerboard index and tint. Runs that differ only in the seed form one configuration: "
+            "a second table gives each configuration's mean with 95% intervals over seeds and over test "
+            "tiles, and marks which differences to the best configuration and to the identity baseline "
+            "cannot be told from noise. A run's eval.json is reused when it is newer than its latest "
+            "checkpoint. Everything also goes to OUT/report.html."
         ),
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
@@ -34,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sort by a table column, better first (e.g. cycle_psnr, gt_ssim, checkerboard_flat); "
         "append :asc or :desc to choose the order",
     )
+    p.add_argument(
+        "--metric",
+        choices=list(IDENTITY),
+        default=DEFAULT_METRIC,
+        help="per-tile score the configuration table aggregates and tests (default %(default)s)",
+    )
     p.add_argument("--no-eval", action="store_true", help="do not evaluate; reuse up-to-date eval.json only")
     p.add_argument("--limit", type=int, help="at most this many test images per domain when evaluating")
     p.add_argument("--device", default="auto")
@@ -43,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = compare_runs(
+    compare_runs(
         args.runs,
         args.images,
         args.out,
@@ -55,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         cell=args.cell,
         progress=not args.quiet,
+        metric=args.metric,
     )
-    print(markdown_table(rows, SUMMARY_COLUMNS, headers=HEADERS))
+    print((Path(args.out) / "table.md").read_text(), end="")
     return 0

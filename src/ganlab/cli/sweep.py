@@ -13,9 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train every combination of a config grid, restartably, and compare the runs",
         description=(
             "SWEEP.yaml holds base: (options every run shares: preset, data, size, batch_size, epochs or "
-            "minutes, any config key) and grid: (config key -> list of values). Every config is validated "
-            "before training. Rerunning the command skips finished runs and resumes unfinished ones; the "
-            "comparison (report.html, tables, grid) goes to OUT/compare/."
+            "minutes, any config key) and grid: (config key -> list of values), optionally seeds: (every "
+            "configuration runs once per seed) and budget: ({minutes: M} or {gflops: G}, the same for every "
+            "run). Every config is validated before training. Runs go one at a time; rerunning the command "
+            "skips finished runs and resumes unfinished ones; the comparison (report.html, tables with "
+            "intervals over seeds and test tiles, grid) goes to OUT/compare/."
         ),
     )
     p.add_argument("sweep", metavar="SWEEP.yaml")
@@ -35,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"sweep {args.sweep}: {len(sweep.runs)} run(s)")
     for key, values in sweep.grid.items():
         print(f"  {key}: {', '.join(map(str, values))}")
+    if sweep.seeds:
+        print(f"  seeds: {', '.join(map(str, sweep.seeds))} ({sweep.n_configs} configuration(s) each)")
+    if sweep.budget:
+        (kind, amount), *_ = sweep.budget.items()
+        print(f"  budget per run: {amount:g} {'min' if kind == 'minutes' else 'GFLOPs'}")
     result = run_sweep(sweep, args.out, sort=args.sort, dry_run=args.dry_run, progress=not args.quiet)
     if result.interrupted:
         return 130

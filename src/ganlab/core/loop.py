@@ -70,6 +70,7 @@ class LoopSettings:
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N global steps
     checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without a checkpoint
     max_bad_steps: int = 3  # steps in a row with a non-finite loss before the run stops
+    max_steps: int | None = None  # a compute budget: stop after this many steps in all
 
     @classmethod
     def of(cls, train: Any, epochs: int | None) -> LoopSettings:
@@ -78,6 +79,7 @@ class LoopSettings:
         return cls(
             epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard, t.sync_bn,
             t.checkpoint_every_steps, t.checkpoint_every_minutes, t.max_bad_steps,
+            getattr(t, "max_steps", None),
         )  # fmt: skip
 
 
@@ -250,7 +252,14 @@ class TrainLoop:
             p = self.global_step / max(1, s.epochs * self.task.steps_per_epoch())
         if s.minutes is not None:
             p = max(p, self.budget.elapsed() / (s.minutes * 60))
+        if s.max_steps is not None:
+            p = max(p, self.global_step / s.max_steps)
         return min(p, 1.0)
+
+    def out_of_budget(self) -> bool:
+        """The wall-clock or the step budget is spent (the step count is the same on every process)."""
+        s = self.settings
+        return self.budget.expired() or (s.max_steps is not None and self.global_step >= s.max_steps)
 
     def fit(self) -> TrainResult:
         s = self.settings
@@ -262,10 +271,9 @@ class TrainLoop:
         )
         self.guard = BadStepGuard(s.max_bad_steps, self.log, self.metrics.write, self.run)
         total = s.epochs if s.epochs is not None else math.inf
-        if self.budget.expired() and self.epoch < total:
-            self.log(
-                f"the run's {s.minutes}-minute budget is already spent; pass a larger --minutes to go on"
-            )
+        if self.out_of_budget() and self.epoch < total:
+            spent = f"{s.minutes}-minute" if self.budget.expired() else f"{s.max_steps}-step"
+            self.log(f"the run's {spent} budget is already spent; raise it to go on")
             return self._result("budget", None)
         self.log(
             self.task.describe()
@@ -275,7 +283,7 @@ class TrainLoop:
         with StopFlag() as stop:
             while self.epoch < total:
                 finished, last = self._epoch(self.epoch + 1, stop)
-                if not finished or stop.requested or self.budget.expired():
+                if not finished or stop.requested or self.out_of_budget():
                     stopped = "interrupted" if stop.requested else "budget"
                     if finished and self.epoch < total:
                         self.log(f"stopped ({stopped}) after epoch {self.epoch}; checkpoint {last}")
@@ -327,7 +335,7 @@ class TrainLoop:
                     postfix["left"] = f"{max(0.0, self.budget.left()) / 60:.1f}m"
                 bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-            if dist.agree_stop(stop, self.budget):
+            if dist.agree_stop(stop, self.budget) or self.out_of_budget():
                 break
             if self.step_in_epoch < steps and self.cadence.due(self.global_step):
                 self.save(self.epoch, self.step_in_epoch, time.monotonic() - t0)

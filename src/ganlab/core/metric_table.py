@@ -90,6 +90,12 @@ METRICS: dict[str, Metric] = _table(
     Metric("seconds_per_epoch", "s/epoch (median)", False, ".1f"),
     Metric("peak_mem_mb", "peak MB", False, ",.0f"),
     Metric("epochs", "epochs", None, "d"),
+    # Compute a run spent: its training steps, the images it saw per domain (steps x batch) and the
+    # FLOPs of those steps (one counted training step x steps; per-epoch evaluation not included).
+    Metric("seed", "seed", None, "d"),
+    Metric("steps", "steps", None, ",d"),
+    Metric("images_seen", "images seen", None, ",d"),
+    Metric("train_gflops", "train GFLOPs", False, ",.1f"),
 )
 
 

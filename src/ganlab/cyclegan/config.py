@@ -113,6 +113,8 @@ class TrainConfig:
     log_every: int = 50  # steps between metrics.jsonl step records
     samples: int = 4  # images per domain in the per-epoch sample grid
     max_steps_per_epoch: int | None = None
+    # A compute budget: stop after this many steps in all (ganlab sweep's budget: gflops sets it).
+    max_steps: int | None = None
     # newest checkpoints kept (0 keeps all; at least 2, the previous one is the fallback when the latest
     # is damaged)
     keep_checkpoints: int = 3
@@ -151,8 +153,12 @@ class TrainConfig:
             raise ConfigError(f"ema_decay: must lie in [0, 1), got {self.ema_decay}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError("minutes: must be > 0")
-        if self.schedule_by == "budget" and self.minutes is None:
-            raise ConfigError("schedule_by: budget needs train.minutes (the budget the schedule follows)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps: must be >= 1, got {self.max_steps}")
+        if self.schedule_by == "budget" and self.minutes is None and self.max_steps is None:
+            raise ConfigError(
+                "schedule_by: budget needs train.minutes or train.max_steps (the budget the schedule follows)"
+            )
         if self.gen_lr_coef <= 0 or self.disc_lr_coef <= 0:
             raise ConfigError("gen_lr_coef and disc_lr_coef: must be > 0")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):

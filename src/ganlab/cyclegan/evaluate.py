@@ -63,8 +63,9 @@ def evaluate_models(
     test_a = _scorable(load_test_images(data_root / "testA", limit, warn), warn)
     test_b = _scorable(load_test_images(data_root / "testB", limit, warn), warn)
     gt_dir = data_root / "testB_gt"
-    a_in, a_fake, a_rec, gts = [], [], [], []
+    a_in, a_fake, a_rec, gts, names = [], [], [], [], []
     for path, x in tqdm(test_a, desc="eval A", disable=not progress, leave=False):
+        names.append(path.name)
         xb = x[None].to(device)
         fake = translate_tensor(g_ab, xb)
         rec = translate_tensor(g_ba, fake)
@@ -99,6 +100,10 @@ def evaluate_models(
                     "identity_psnr": id_psnrs,
                     "identity_ssim": id_ssims,
                 }
+                # Which tile each score belongs to, so runs can be paired tile by tile.
+                out["tile_names"] = [
+                    n for n, x, g in zip(names, a_in, gts) if g is not None and g.shape == x.shape
+                ]
                 for key, a, b in (("psnr", psnrs, id_psnrs), ("ssim", ssims, id_ssims)):
                     out[f"gt_{key}_vs_identity"] = asdict(paired_bootstrap(a, b))
                 m = M.fit_affine_color([x for x, *_ in pairs], [g for *_, g in pairs])

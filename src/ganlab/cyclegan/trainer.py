@@ -90,10 +90,11 @@ class CycleGANTask(TrainTask):
             pool.load_state(ckpt.tensors, f"pool/{k}", self.device)
         # The phase in force when the checkpoint was written, so only a real switch is logged after it.
         t, m = self.cfg.train, ckpt.meta
-        if t.schedule_by == "budget" and t.minutes:
+        if t.schedule_by == "budget" and (t.minutes or t.max_steps):
             done = max(
                 m["global_step"] / (t.total_epochs * self.steps_per_epoch()),
-                m["train_seconds"] / (t.minutes * 60),
+                m["train_seconds"] / (t.minutes * 60) if t.minutes else 0.0,
+                m["global_step"] / t.max_steps if t.max_steps else 0.0,
             )
             self.phase = phase_at_progress(t.schedule, done, t.total_epochs)
         elif m["epoch"] > 0:

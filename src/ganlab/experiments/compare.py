@@ -5,13 +5,15 @@ Every number comes from the same functions `ganlab info` and `ganlab eval` use (
 comparison table never disagrees with what those commands print for the same run. A run's eval.json is reused when
 it is newer than the run's latest checkpoint and was computed on the same data; otherwise the run is
 evaluated again (which rewrites its eval.json, exactly as `ganlab eval` would).
+
+Runs whose configs differ only in the seed are one configuration: the report adds a table per
+configuration with the mean, 95% intervals over seeds and over test tiles, and paired tests against the
+best configuration and the identity baseline (:mod:`.aggregate`), and plots score against training
+compute (:mod:`.compute`). The tables and the page are written by :mod:`.compare_report`.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import json
 import math
 from collections.abc import Callable
@@ -22,7 +24,6 @@ import numpy as np
 import torch
 
 from ganlab.core import metric_table as MT
-from ganlab.core import report as R
 from ganlab.core.checkpoint import CheckpointError
 from ganlab.core.config import to_dict
 from ganlab.core.cost import count_params, gflops
@@ -32,34 +33,39 @@ from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_
 from ganlab.core.rundir import RunDir, read_metrics
 from ganlab.cyclegan.evaluate import evaluate_run
 from ganlab.cyclegan.translate import collect_inputs, load_run_models, translate_tensor
+from ganlab.experiments import aggregate as A
+from ganlab.experiments import compute
+from ganlab.experiments.compare_report import (
+    ARCH_FIELDS,
+    COLUMNS,
+    COMPUTE_KEYS,
+    DESCRIPTIVE,
+    EVAL_KEYS,
+    HEADERS,
+    SUMMARY_COLUMNS,
+    ReportInputs,
+    tables_markdown,
+    write_outputs,
+)
 
-# Columns in table order. Labels and sort direction ("better first") of the metric columns come from
-# core.metric_table; the descriptive columns (the run's name and layout) are headed by their key and sort
-# ascending. Cells keep core.report's short number form, the same in table.md, the HTML page and the
-# printed table. The architecture appears both as one readable column and split into its fields, so
-# CSV/JSON stay easy to filter while the markdown/HTML tables stay narrow.
-ARCH_FIELDS = ("n_down", "n_residual", "hidden", "upsample")
-DESCRIPTIVE = ("run", "preset", "architecture", *ARCH_FIELDS)
-COST_KEYS = ["generator_params", "gflops_256", "seconds_per_epoch", "epochs", "peak_mem_mb"]
-# Columns filled from evaluate_run's result (eval.json).
-EVAL_KEYS = [
-    "cycle_psnr",
-    "cycle_ssim",
-    "gt_psnr",
-    "gt_ssim",
-    "checkerboard_flat",
-    "checkerboard_images",
-    "tint_delta_a",
-    "tint_delta_b",
-    "tint_delta_e2000",
+__all__ = [
+    "ARCH_FIELDS",
+    "COLUMNS",
+    "COMPUTE_KEYS",
+    "DESCRIPTIVE",
+    "EVAL_KEYS",
+    "HEADERS",
+    "SORTABLE",
+    "SUMMARY_COLUMNS",
+    "compare_runs",
+    "default_images",
+    "parse_sort",
+    "sort_rows",
+    "tables_markdown",
 ]
-COLUMNS: list[str] = [*DESCRIPTIVE, *COST_KEYS, *EVAL_KEYS]
-SUMMARY_COLUMNS = [k for k in COLUMNS if k not in ARCH_FIELDS]
-HEADERS = MT.headers(COLUMNS)
+
 SORTABLE = [k for k in COLUMNS if k not in ("architecture",)]
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
-LOSS_KEYS = ["G_gan_A2B", "G_gan_B2A", "cycle_A", "cycle_B", "idt_A", "idt_B", "G_total", "D_A", "D_B"]
-CURVE_METRICS = ["eval_cycle_psnr", "eval_cycle_ssim", "eval_gt_psnr", "eval_gt_ssim"]
 
 
 def architecture_summary(model: dict[str, Any]) -> str:
@@ -155,7 +161,7 @@ def default_images(root: str | Path | None, n: int = 4, split: str = "testA") ->
     return []
 
 
-def _check_args(runs: list[Any], direction: str, sort: str | None, cell: int) -> None:
+def _check_args(runs: list[Any], direction: str, sort: str | None, cell: int, metric: str) -> None:
     """Refuse bad arguments before any run is loaded (a typo should not cost minutes of evaluation)."""
     if not runs:
         raise UserError("compare needs at least one run directory")
@@ -165,6 +171,8 @@ def _check_args(runs: list[Any], direction: str, sort: str | None, cell: int) ->
         parse_sort(sort)
     if cell < 16:
         raise UserError(f"--cell must be at least 16 pixels, got {cell}")
+    if metric not in A.IDENTITY:
+        raise UserError(f"--metric: {metric!r} has no per-tile scores; choose from {', '.join(A.IDENTITY)}")
 
 
 def _base_row(label: str, run: Path, models: Any, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
@@ -173,18 +181,24 @@ def _base_row(label: str, run: Path, models: Any, cfg: Any, meta: dict[str, Any]
     # discriminators' FLOPs are not in the table and cost as much to count.
     cost_g = models["G_A2B"]
     model = to_dict(cfg.model)
+    steps = meta.get("global_step")
+    # Counting a step runs one; an imported run (no training steps) needs none.
+    step_gflops = compute.train_step_gflops(cfg) if steps else None
     return {
         "run": label,
+        "seed": cfg.train.seed,
         "preset": cfg.preset,
         "architecture": architecture_summary(model),
         **{k: model[k] for k in ARCH_FIELDS},
         "generator_params": count_params(cost_g),
         "gflops_256": gflops(cost_g, 256),
         **_run_stats(run),
+        **compute.spent(steps, cfg.train.batch_size, step_gflops),
         **dict.fromkeys(EVAL_KEYS),
         "path": str(run),
         "checkpoint_epoch": meta["epoch"],
-        "global_step": meta.get("global_step"),
+        "global_step": steps,
+        "step_gflops": step_gflops,
     }
 
 
@@ -212,6 +226,47 @@ def _translate_files(g: Any, files: list[Path], dev: torch.device, originals: li
     return outs
 
 
+def _scores(row: dict[str, Any], res: dict[str, Any] | None, metric: str) -> A.RunScores:
+    """What the configuration summary needs of one run (its per-tile scores from eval.json)."""
+    tiles = identity = None
+    per_tile = (res or {}).get("tiles") or {}
+    if metric in per_tile:
+        names = (res or {}).get("tile_names") or [str(i) for i in range(len(per_tile[metric]))]
+        tiles = dict(zip(names, per_tile[metric]))
+        if A.IDENTITY.get(metric) in per_tile:
+            identity = dict(zip(names, per_tile[A.IDENTITY[metric]]))
+    value = row.get(metric) if res is not None else None
+    computed = {k: row.get(k) for k in COMPUTE_KEYS}
+    return A.RunScores(row["run"], "", row.get("seed"), value, tiles, identity, computed)
+
+
+def _load_one(
+    run: Path, label: str, dev: torch.device, opts: dict[str, Any], log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any] | None, Any, Any]:
+    """(table row, eval result or None, models, config) of one run, evaluated if needed."""
+    direction, data = opts["direction"], opts["data"]
+    try:
+        ckpt = RunDir(run).resolve_checkpoint("latest")
+        models, cfg, meta = load_run_models(run, "latest", dev)
+    except CheckpointError as e:
+        raise UserError(f"{run}: {e}") from None
+    if DIRECTIONS[direction] not in models:  # a run imported from one generator file
+        raise UserError(f"{run}: has no {direction} generator (it holds {', '.join(models)})")
+    row = _base_row(label, run, models, cfg, meta)
+    root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
+    res = _eval_is_fresh(run, ckpt, root, meta["epoch"])
+    if res is not None:
+        log(f"{label}: reusing eval.json (newer than the latest checkpoint)")
+    elif opts["evaluate"] and root is not None and (root / "testA").is_dir():
+        log(f"{label}: evaluating checkpoint of epoch {meta['epoch']} on {root}")
+        res = evaluate_run(run, data, "latest", opts["device"], opts["limit"], progress=opts["progress"])
+    elif opts["evaluate"]:
+        log(f"{label}: no test images ({root or 'no data root'} has no testA/); metrics left blank")
+    if res is not None:
+        _add_eval(row, res)
+    return row, res, models, cfg
+
+
 def compare_runs(
     runs: list[str | Path],
     images: list[str | Path] | None,
@@ -226,140 +281,63 @@ def compare_runs(
     title: str = "ganlab: run comparison",
     log: Callable[[str], None] = print,
     progress: bool = True,
+    metric: str = A.DEFAULT_METRIC,
 ) -> list[dict[str, Any]]:
-    """Write grid.png, table.{md,csv,json}, losses.png, metrics.png and report.html under ``out``;
-    return the table rows (sorted by ``sort`` if given, else in the order of ``runs``).
+    """Write grid.png, table.{md,csv,json}, summary.json, losses.png, metrics.png, compute.png and
+    report.html under ``out``; return the per-run table rows (sorted by ``sort`` if given, else in the
+    order of ``runs``).
 
     ``images``: files or folders translated by every run (default: up to 4 test images of the data).
     ``data``: data root for evaluation (default: each run's own). ``evaluate=False`` only reuses
-    up-to-date eval.json files and leaves the image metrics blank otherwise.
+    up-to-date eval.json files and leaves the image metrics blank otherwise. ``metric``: the per-tile
+    score the configuration table aggregates and tests (gt_psnr or gt_ssim).
     """
-    _check_args(runs, direction, sort, cell)
+    _check_args(runs, direction, sort, cell, metric)
     paths = [Path(r) for r in runs]
     labels = run_labels(paths)
     dev = select_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    opts = {"direction": direction, "data": data, "evaluate": evaluate, "device": device}
+    opts.update(limit=limit, progress=progress)
 
     rows: list[dict[str, Any]] = []
+    scores: list[A.RunScores] = []
+    keys: list[str] = []
     translations: dict[str, list[Any]] = {}
     files: list[Path] | None = collect_images(images) if images else None
     originals: list[Any] = []
     for run, label in zip(paths, labels):
-        try:
-            ckpt = RunDir(run).resolve_checkpoint("latest")
-            models, cfg, meta = load_run_models(run, "latest", dev)
-        except CheckpointError as e:
-            raise UserError(f"{run}: {e}") from None
-        if DIRECTIONS[direction] not in models:  # a run imported from one generator file
-            raise UserError(f"{run}: has no {direction} generator (it holds {', '.join(models)})")
-        row = _base_row(label, run, models, cfg, meta)
-        root = Path(data) if data else (Path(cfg.data.root) if cfg.data.root else None)
-        res = _eval_is_fresh(run, ckpt, root, meta["epoch"])
-        if res is not None:
-            log(f"{label}: reusing eval.json (newer than the latest checkpoint)")
-        elif evaluate and root is not None and (root / "testA").is_dir():
-            log(f"{label}: evaluating checkpoint of epoch {meta['epoch']} on {root}")
-            res = evaluate_run(run, data, "latest", device, limit, progress=progress)
-        elif evaluate:
-            log(f"{label}: no test images ({root or 'no data root'} has no testA/); metrics left blank")
-        if res is not None:
-            _add_eval(row, res)
+        row, res, models, cfg = _load_one(run, label, dev, opts, log)
         rows.append(row)
-
+        scores.append(_scores(row, res, metric))
+        keys.append(A.config_key(to_dict(cfg)))
         if files is None:
-            files = default_images(root)
+            files = default_images(Path(data) if data else (cfg.data.root or None))
             if not files:
                 log("no images for the grid (pass --images); skipping it")
         translations[label] = _translate_files(models[DIRECTIONS[direction]], files, dev, originals)
         del models
+    _name_configs(rows, scores, keys)
+    inp = ReportInputs(
+        rows, translations, originals, files or [], paths, labels, direction, sort, cell, title
+    )
+    inp.metric, inp.summaries = metric, A.summarize(scores, metric)
+    inp.step_gflops = {r["run"]: r.get("step_gflops") for r in rows}
+    identity = [r.identity for r in scores if r.identity]
+    inp.identity = float(np.mean(list(identity[0].values()))) if identity else None
     if sort:
-        rows = sort_rows(rows, sort)
-    order = [r["run"] for r in rows]
-    written = write_outputs(
-        rows, order, translations, originals, files or [], paths, labels, out, direction, sort, cell, title
-    )
+        inp.rows = sort_rows(rows, sort)
+    written = write_outputs(inp, out)
     log(f"comparison of {len(rows)} run(s) written to {out} ({', '.join(written)})")
-    return rows
+    return inp.rows
 
 
-def write_outputs(
-    rows: list[dict[str, Any]],
-    order: list[str],
-    translations: dict[str, list[Any]],
-    originals: list[Any],
-    files: list[Path],
-    paths: list[Path],
-    labels: list[str],
-    out: Path,
-    direction: str,
-    sort: str | None,
-    cell: int,
-    title: str,
-) -> list[str]:
-    """Tables, figures and the HTML report; returns the file names written."""
-    written = []
-    R.write_text_atomic(out / "table.md", R.markdown_table(rows, SUMMARY_COLUMNS, headers=HEADERS))
-    R.write_text_atomic(out / "table.csv", to_csv(rows))
-    R.write_text_atomic(out / "table.json", json.dumps(rows, indent=2, default=str) + "\n")
-    written += ["table.md", "table.csv", "table.json"]
-
-    sections: list[tuple[str, str]] = []
-    note = (
-        f"Direction {direction}; sorted by {sort}."
-        if sort
-        else f"Direction {direction}; runs in given order."
-    )
-    sections.append(
-        ("Runs", R.html_table(rows, SUMMARY_COLUMNS, headers=HEADERS) + f"<p class=note>{note}</p>")
-    )
-
-    if originals and files:
-        grid_rows = [[originals[i]] + [translations[r][i] for r in order] for i in range(len(originals))]
-        grid = R.image_grid(grid_rows, [f.name for f in files], ["original", *order], cell=cell)
-        grid.save(out / "grid.png")
-        written.append("grid.png")
-        sections.append((f"Translations ({direction})", R.img_tag(R.image_data_uri(grid), "translations")))
-
-    records = {label: read_metrics(p, "epoch") for p, label in zip(paths, labels)}
-    records = {r: records[r] for r in order}
-    phases = sorted(
-        {rec["epoch"] for p in paths for rec in read_metrics(p, "phase") if rec.get("epoch", 1) > 1}
-    )
-    figures = [("losses.png", "Loss curves", R.plot_losses(records, LOSS_KEYS, phase_epochs=phases))]
-    keys = [k for k in CURVE_METRICS if any(k in rec for recs in records.values() for rec in recs)]
-    if keys:
-        fig = R.plot_metric_curves(records, keys, phase_epochs=phases)
-        figures.append(("metrics.png", "Evaluation during training", fig))
-    for name, heading, fig in figures:
-        png = R.figure_png_bytes(fig, close=True)  # rendered once for both the file and the page
-        (out / name).write_bytes(png)
-        uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        sections.append((heading, R.img_tag(uri, heading)))
-        written.append(name)
-    sections.append(
-        (
-            "How these numbers were made",
-            "<p class=note>Parameters and GFLOPs: one generator on a 256x256 input, as <code>ganlab info</code>. "
-            "Seconds per epoch (median), epochs and peak memory: from each run's metrics.jsonl. Image metrics: "
-            "the latest checkpoint on the test set, as <code>ganlab eval</code> (cycle: testA vs A-&gt;B-&gt;A; "
-            "GT: A-&gt;B vs testB_gt). Checkerboard index: share of the spectral energy at the upsampling "
-            "period, on a flat grey input and on the translated test images (0 = no grid pattern). Tint: mean "
-            "CIELAB shift from input to A-&gt;B output (negative delta b* = bluer) and mean delta E 2000. "
-            "Dashed vertical lines in the curves: loss-weight phase switches.</p>",
-        )
-    )
-    R.write_text_atomic(out / "report.html", R.html_page(title, sections))
-    written.append("report.html")
-    return written
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """All table columns plus the run path; floats at full precision (for further analysis)."""
-    cols = [*COLUMNS, "checkpoint_epoch", "path"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
-    return buf.getvalue()
+def _name_configs(rows: list[dict[str, Any]], scores: list[A.RunScores], keys: list[str]) -> None:
+    """Runs with the same config key are one configuration, named after its runs (seed dropped)."""
+    members: dict[str, list[str]] = {}
+    for k, r in zip(keys, rows):
+        members.setdefault(k, []).append(r["run"])
+    names = {k: A.config_label(v) for k, v in members.items()}
+    for k, row, sc in zip(keys, rows, scores):
+        row["config"] = sc.config = names[k]

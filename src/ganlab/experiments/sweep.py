@@ -1,59 +1,54 @@
-"""Grid sweeps: train one CycleGAN per combination of config values, restartably, then compare them.
+"""Running a sweep: train, resume or skip each run in turn, restartably, then compare them.
 
-A sweep file has ``base:`` (what every run shares: shorthand train options such as ``preset``, ``data``,
-``size``, ``batch_size``, ``epochs``, ``minutes``, plus any config key in dotted or nested form) and
-``grid:`` (dotted config key -> list of values). Every run's full config is built and validated before
-anything trains, so a typo in the last combination cannot waste the first hour.
-
-The sweep folder is the state: DIR/<run name>/ is an ordinary run directory. Restarting the same command
-skips runs whose budget is spent, resumes runs that have a checkpoint but are not done, and starts the
-rest; DIR/sweep.json records the grid and each run's status for people and tools.
+The sweep file (base:, grid:, seeds:, budget:) is parsed and checked by :mod:`.sweep_spec`. The sweep
+folder is the state: DIR/<run name>/ is an ordinary run directory. Restarting the same command skips runs
+whose budget is spent, resumes runs that have a checkpoint but are not done, and starts the rest;
+DIR/sweep.json records the grid, the seeds, the budget and each run's status for people and tools. Runs
+go one at a time, so runs under a minute budget all get the same machine to themselves.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganlab.core.config import ConfigError, load_yaml, merge
 from ganlab.core.rundir import RunDir, run_meta
-from ganlab.cyclegan.config import OPTIONS, CycleGANConfig, build_cyclegan_config
+from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.trainer import train
 from ganlab.experiments.compare import compare_runs, default_images, parse_sort
+from ganlab.experiments.sweep_spec import (
+    BUDGET_EPOCHS,
+    Sweep,
+    SweepError,
+    SweepRun,
+    load_sweep,
+    parse_sweep,
+    run_name,
+    sanitize,
+    validate,
+)
 
-# Shorthands accepted in base: and grid:, mapped to their config keys: the `ganlab train` flag names.
-SHORTHANDS = {o.name: o.key for o in OPTIONS}
-SECTIONS = ("model", "disc", "data", "train")
+__all__ = [
+    "Sweep",
+    "SweepError",
+    "SweepRun",
+    "SweepResult",
+    "load_sweep",
+    "parse_sweep",
+    "run_name",
+    "sanitize",
+    "validate",
+    "run_state",
+    "run_sweep",
+    "compare_sweep",
+]
+
 DEFAULT_SORT = "cycle_psnr"
 COMPARE_IMAGES = 4
-
-
-class SweepError(ConfigError):
-    """A sweep file problem (layout, unknown key, invalid value); the message names the key and run."""
-
-
-@dataclass
-class SweepRun:
-    name: str
-    values: dict[str, Any]  # dotted key -> this run's grid value
-    overrides: dict[str, Any]  # nested config overrides: base + values
-    cfg: CycleGANConfig | None = None
-
-
-@dataclass
-class Sweep:
-    path: Path | None
-    base: dict[str, Any]
-    grid: dict[str, list[Any]]
-    config_files: list[str] = field(default_factory=list)
-    runs: list[SweepRun] = field(default_factory=list)
 
 
 @dataclass
@@ -64,140 +59,9 @@ class SweepResult:
     compare_rows: list[dict[str, Any]] | None = None
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any, where: str) -> None:
-    node = tree
-    parts = key.split(".")
-    if not all(parts):
-        raise SweepError(f"{where}: malformed key {key!r}")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise SweepError(f"{where}: {key} is set both as a value and as a section")
-    node[parts[-1]] = value
-
-
-def _canonical_key(key: str) -> str:
-    return SHORTHANDS.get(key, key)
-
-
-def _base_overrides(base: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """base: -> (nested overrides, extra config files). Shorthands and dotted keys become nested;
-    nested sections are merged as given (a string ``data`` is the data root, a mapping the section)."""
-    nested: dict[str, Any] = {}
-    files: list[str] = []
-    for key, value in base.items():
-        if key == "config":
-            files = [value] if isinstance(value, str) else list(value or [])
-        elif key in SECTIONS and isinstance(value, dict):
-            nested = merge(nested, {key: value})
-        else:
-            _set_dotted(nested, _canonical_key(key), value, "base")
-    return nested, files
-
-
-def _absolute_data_paths(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Data folders made absolute (relative to the current directory), so the runs' stored configs,
-    and a later eval or compare of them, work from any directory."""
-    data = overrides.get("data")
-    if not isinstance(data, dict):
-        return overrides
-    fixed = {
-        k: str(Path(v).expanduser().resolve())
-        for k in ("root", "a", "b")
-        if isinstance(v := data.get(k), str)
-    }
-    return merge(overrides, {"data": fixed}) if fixed else overrides
-
-
-def _value_label(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (dict, list, tuple)):
-        return hashlib.sha1(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return str(v)
-
-
-def sanitize(name: str) -> str:
-    """Keep names portable as folder names: letters, digits and . _ = , + - only."""
-    name = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name).strip("._")
-    return name[:120] or "run"
-
-
-def run_name(values: dict[str, Any], keys: list[str]) -> str:
-    """``n_residual=2,n_down=1``: the last part of each key, or the whole key where two grid keys share
-    a last part (model.hidden and disc.hidden)."""
-    last = [k.split(".")[-1] for k in keys]
-    parts = []
-    for k, short in zip(keys, last):
-        label = short if last.count(short) == 1 else k
-        parts.append(f"{label}={_value_label(values[k])}")
-    return sanitize(",".join(parts))
-
-
-def parse_sweep(data: dict[str, Any], path: Path | None = None) -> Sweep:
-    """Check the layout of a sweep mapping and expand the grid (configs are validated separately)."""
-    where = str(path) if path else "sweep"
-    unknown = [k for k in data if k not in ("base", "grid")]
-    if unknown:
-        raise SweepError(f"{where}: unknown top-level key {unknown[0]!r}; a sweep has base: and grid:")
-    base = data.get("base") or {}
-    grid_in = data.get("grid") or {}
-    if not isinstance(base, dict):
-        raise SweepError(f"{where}: base: must be a mapping of train options and config keys")
-    if not isinstance(grid_in, dict):
-        raise SweepError(f"{where}: grid: must map config keys to lists of values")
-    grid: dict[str, list[Any]] = {}
-    for key, values in grid_in.items():
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
-        canon = _canonical_key(str(key))
-        if canon in grid:
-            raise SweepError(f"{where}: grid: {key} given twice")
-        grid[canon] = values
-    nested, files = _base_overrides(base)
-    sweep = Sweep(path, base, grid, files)
-    keys = list(grid)
-    seen: dict[str, int] = {}
-    for combo in itertools.product(*grid.values()) if grid else [()]:
-        values = dict(zip(keys, combo))
-        overrides = nested
-        for k, v in values.items():
-            layer: dict[str, Any] = {}
-            _set_dotted(layer, k, v, f"grid.{k}")
-            overrides = merge(overrides, layer)
-        overrides = _absolute_data_paths(overrides)
-        name = run_name(values, keys) if keys else "base"
-        if name in seen:  # distinct values that print alike (1 and "1"): keep folders distinct
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-        sweep.runs.append(SweepRun(name, values, overrides))
-    return sweep
-
-
-def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    return parse_sweep(load_yaml(path), path)
-
-
-def validate(sweep: Sweep) -> None:
-    """Build every run's config; the first problem is an error naming the run and the key."""
-    for run in sweep.runs:
-        try:
-            run.cfg = build_cyclegan_config(files=sweep.config_files, overrides=run.overrides)
-        except ConfigError as e:
-            raise SweepError(f"sweep run {run.name}: {e}") from None
-        root = run.cfg.data.root
-        if root and not Path(root).is_dir():
-            raise SweepError(f"sweep run {run.name}: data root not found: {root}")
-        if not root and not (run.cfg.data.a and run.cfg.data.b):
-            raise SweepError(f"sweep run {run.name}: no data; set base: data: DIR (or data.a and data.b)")
-
-
 def run_state(run_dir: Path, cfg: CycleGANConfig) -> tuple[str, dict[str, Any] | None]:
     """("new" | "unfinished" | "finished", latest checkpoint meta). Finished: every epoch done, or the
-    run's minute budget spent (the trainer persists training time across resumes)."""
+    run's minute budget spent (the trainer persists training time across resumes), or its step budget."""
     if not RunDir(run_dir).has_checkpoint():
         return "new", None
     meta = run_meta(run_dir, "latest", "cyclegan")
@@ -206,11 +70,14 @@ def run_state(run_dir: Path, cfg: CycleGANConfig) -> tuple[str, dict[str, Any] |
         return "finished", meta
     if t.minutes is not None and float(meta.get("train_seconds", 0.0)) >= t.minutes * 60:
         return "finished", meta
+    if t.max_steps is not None and int(meta.get("global_step", 0)) >= t.max_steps:
+        return "finished", meta
     return "unfinished", meta
 
 
 class Manifest:
-    """DIR/sweep.json: the sweep's grid and each run's status, rewritten atomically on every change."""
+    """DIR/sweep.json: the sweep's grid, seeds and budget and each run's status, rewritten atomically on
+    every change."""
 
     def __init__(self, out: Path, sweep: Sweep) -> None:
         self.path = out / "sweep.json"
@@ -218,8 +85,17 @@ class Manifest:
             "sweep_file": str(sweep.path) if sweep.path else None,
             "base": sweep.base,
             "grid": sweep.grid,
+            "seeds": sweep.seeds,
+            "budget": sweep.budget,
             "runs": [
-                {"name": r.name, "dir": str(out / r.name), "values": r.values, "status": "pending"}
+                {
+                    "name": r.name,
+                    "dir": str(out / r.name),
+                    "config": r.config,
+                    "seed": r.seed,
+                    "values": r.values,
+                    "status": "pending",
+                }
                 for r in sweep.runs
             ],
         }
@@ -230,7 +106,8 @@ class Manifest:
             old = {}
         for entry in self.data["runs"]:
             prev = old.get(entry["name"], {})
-            entry.update({k: v for k, v in prev.items() if k not in ("values", "dir", "name")})
+            keep = ("values", "dir", "name", "config", "seed")
+            entry.update({k: v for k, v in prev.items() if k not in keep})
 
     def entry(self, name: str) -> dict[str, Any]:
         return next(e for e in self.data["runs"] if e["name"] == name)
@@ -287,16 +164,50 @@ def run_sweep(
 
 
 def _plan(sweep: Sweep, out: Path, log: Callable[[str], None]) -> None:
-    """What a run of the sweep would do, run by run (``--dry-run``)."""
+    """What a run of the sweep would do, run by run, and the total budget (``--dry-run``)."""
     n = len(sweep.runs)
-    log(f"sweep of {n} run(s) into {out} (dry run: nothing is trained)")
+    shape = f"{sweep.n_configs} configuration(s) x {len(sweep.seeds)} seed(s)" if sweep.seeds else ""
+    log(f"sweep of {n} run(s){f' ({shape})' if shape else ''} into {out} (dry run: nothing is trained)")
     for i, run in enumerate(sweep.runs, 1):
         assert run.cfg is not None
         state, _ = run_state(out / run.name, run.cfg)
         action = {"new": "train", "unfinished": "resume", "finished": "skip (finished)"}[state]
-        t = run.cfg.train
-        budget = f"{t.total_epochs} epochs" + (f" or {t.minutes:g} min" if t.minutes else "")
-        log(f"run {i}/{n} {run.name}: {action}; {budget}")
+        log(f"run {i}/{n} {run.name}: {action}; {_budget_text(run)}")
+    log(total_budget(sweep))
+
+
+def _budget_text(run: SweepRun) -> str:
+    assert run.cfg is not None
+    t = run.cfg.train
+    if t.max_steps is not None:
+        gf = f" = {t.max_steps * run.step_gflops:,.0f} GFLOPs" if run.step_gflops else ""
+        return f"{t.max_steps:,} steps{gf} ({run.step_gflops or 0:.4g} GFLOPs/step), {t.total_epochs} epochs"
+    if t.minutes is not None:
+        return f"{t.minutes:g} min" + (
+            f" or {t.total_epochs} epochs" if t.total_epochs < BUDGET_EPOCHS else ""
+        )
+    return f"{t.total_epochs} epochs"
+
+
+def total_budget(sweep: Sweep) -> str:
+    """One line: the runs and what they spend in all (one at a time)."""
+    n = len(sweep.runs)
+    b = sweep.budget or {}
+    if "minutes" in b:
+        total = n * b["minutes"]
+        return (
+            f"total budget: {n} runs x {b['minutes']:g} min = {total:g} min ({total / 60:.1f} h) of training, "
+            "one run at a time, plus start-up and evaluation"
+        )
+    if "gflops" in b:
+        return f"total budget: {n} runs x {b['gflops']:g} GFLOPs = {n * b['gflops']:g} GFLOPs of training"
+    cfgs = [r.cfg for r in sweep.runs if r.cfg is not None]
+    minutes = [c.train.minutes for c in cfgs]
+    epochs = sum(c.train.total_epochs for c in cfgs)
+    if minutes and all(m is not None for m in minutes):
+        total = sum(m for m in minutes if m is not None)
+        return f"total budget: {n} runs, {total:g} min ({total / 60:.1f} h) of training at most"
+    return f"total budget: {n} runs, {epochs} epochs in all (no time budget: the total time is open)"
 
 
 def _run_one(
@@ -345,7 +256,11 @@ def _run_one(
 
 def _budget(run: SweepRun) -> dict[str, Any]:
     assert run.cfg is not None
-    return {"epochs": run.cfg.train.total_epochs, "minutes": run.cfg.train.minutes}
+    t = run.cfg.train
+    budget: dict[str, Any] = {"epochs": t.total_epochs, "minutes": t.minutes}
+    if t.max_steps is not None:  # absent otherwise, so manifests written before step budgets still match
+        budget["max_steps"] = t.max_steps
+    return budget
 
 
 def _train_one(
