@@ -59,8 +59,10 @@ def test_two_epoch_run_writes_everything(tiny_data: Path, tmp_path: Path) -> Non
         ["--set", "train.ema_decay=0.9"],
         ["--set", "train.augment=[color, translation]"],
         ["--set", "train.cycle_blur=1.0", "--set", "disc.antialias=true"],
+        # fp16 with loss scaling (what a GPU without bf16 gets): the scale is resume state too
+        ["--precision", "fp16"],
     ],
-    ids=["plain", "ema", "augment", "lowpass"],
+    ids=["plain", "ema", "augment", "lowpass", "fp16"],
 )
 def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path, extra: list[str]) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -74,6 +76,7 @@ def test_resume_is_bit_exact(tiny_data: Path, tmp_path: Path, extra: list[str]) 
     different = [k for k in a if not (a[k].shape == b[k].shape and (a[k] == b[k]).all())]
     assert not different, different[:5]
     assert any(k.startswith("model/G_A2B_ema/") for k in a) == ("ema" in " ".join(extra))
+    assert ("amp/scale" in a) == ("fp16" in extra)
 
 
 def test_budget_stop_mid_epoch_then_resume(tiny_data: Path, tmp_path: Path) -> None:

@@ -29,13 +29,16 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def add_precision(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """``--precision`` for inference commands (training takes it from its option table)."""
     p.add_argument(
-        "--precision", choices=PRECISIONS, default=default, help="auto: bf16 where the hardware has it"
+        "--precision",
+        choices=PRECISIONS,
+        default=default,
+        help="auto: bf16 where the hardware has it, fp16 on a GPU without bf16, else fp32",
     )
 
 

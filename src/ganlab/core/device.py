@@ -6,8 +6,9 @@ import contextlib
 import functools
 import resource
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,25 +76,101 @@ _warned: set[str] = set()
 
 
 def resolve_precision(requested: str, device: torch.device, warn: Callable[[str], None] = print) -> str:
-    """``auto`` -> bf16 where the hardware has it, else fp32. An explicit bf16 on a CPU without it is
+    """``auto`` -> bf16 where the hardware has it; on a GPU without bf16 (e.g. T4, V100) fp16 with loss
+    scaling (:class:`Amp`); else fp32. An explicit bf16 or fp16 on a CPU without native support is
     honoured but warned about once (emulated bf16 convolutions ran several times slower than fp32 on an
     AVX2-only CPU)."""
     if requested == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if requested == "bf16" and device.type == "cpu" and not native_bf16(device) and "bf16" not in _warned:
-        _warned.add("bf16")
-        warn(
-            "warning: this CPU has no native bf16 (AVX512_BF16 or AMX): bf16 is emulated and was several "
-            "times slower than fp32 on such a machine; --precision auto or fp32 is faster"
-        )
+        if native_bf16(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if requested in ("bf16", "fp16") and device.type == "cpu" and requested not in _warned:
+        if requested == "fp16" or not native_bf16(device):
+            _warned.add(requested)
+            warn(
+                f"warning: {requested} on this CPU is emulated (no native {requested} dot products): it was "
+                "several times slower than fp32 on such a machine; --precision auto or fp32 is faster"
+            )
     return requested
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward passes; fp32 is a no-op context (``precision`` already resolved)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 or fp16 autocast for the forward passes; fp32 is a no-op context (``precision`` resolved)."""
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
     return contextlib.nullcontext()
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Amp:
+    """Mixed precision, applied to a training step from outside it. ``amp()`` is the autocast context of
+    the forward passes; ``backward``, ``unscale`` and ``step`` go through a GradScaler in fp16 (whose range
+    is too narrow for small gradients without loss scaling) and are the plain calls otherwise. Several
+    losses and optimizers per step are fine: scale each backward, step each optimizer, then one update.
+    """
+
+    def __init__(self, device: torch.device, precision: str) -> None:
+        self.device, self.precision = device, precision
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    @classmethod
+    def of(cls, amp: Amp | Callable[[], Any]) -> Amp:
+        """An :class:`Amp` as it is, or a bare autocast factory (``lambda: ctx``) as an Amp without scaling."""
+        return amp if isinstance(amp, Amp) else _Wrapped(amp)
+
+    def __call__(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.precision)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def unscale(self, opt: torch.optim.Optimizer) -> None:
+        """True gradients in ``opt``'s parameters (before clipping them)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+
+    def step(self, opts: Iterable[torch.optim.Optimizer]) -> None:
+        """Step every optimizer (in fp16 one whose gradients overflowed skips the step), then adapt the scale."""
+        for opt in opts:
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The loss scale and its growth counter, for an exact resume (nothing outside fp16)."""
+        if self.scaler is None or not self.scaler.is_enabled():
+            return {}
+        s = self.scaler.state_dict()
+        return {
+            "amp/scale": torch.tensor(float(s["scale"]), dtype=torch.float64),
+            "amp/growth_tracker": torch.tensor(int(s["_growth_tracker"]), dtype=torch.int64),
+        }
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_tensors` (a checkpoint without them keeps the fresh scale)."""
+        if self.scaler is not None and "amp/scale" in tensors:
+            scale, tracker = float(tensors["amp/scale"]), int(tensors["amp/growth_tracker"])
+            self.scaler.load_state_dict({**_SCALER_DEFAULTS, "scale": scale, "_growth_tracker": tracker})
+
+
+# GradScaler's settings (its state dict holds them beside the scale); ours are torch's defaults.
+_SCALER_DEFAULTS = {"growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000}
+
+
+class _Wrapped(Amp):
+    """A bare autocast factory as an :class:`Amp` without loss scaling (tests and benchmarks pass these)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        super().__init__(torch.device("cpu"), "fp32")
+        self.factory = factory
+
+    def __call__(self) -> contextlib.AbstractContextManager:
+        return self.factory()
 
 
 def peak_memory_mb(device: torch.device) -> float:

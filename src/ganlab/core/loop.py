@@ -42,9 +42,9 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option(
         "precision",
         "train.precision",
-        "auto: bf16 where the hardware has it, else fp32",
+        "auto: bf16 where the hardware has it, fp16 with loss scaling on a GPU without it, else fp32",
         str,
-        ("auto", "fp32", "bf16"),
+        ("auto", "fp32", "bf16", "fp16"),
     ),
     Option(
         "tensorboard",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ganlab.core.augment import make_augment
-from ganlab.core.device import autocast
+from ganlab.core.device import Amp
 from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, train_step
@@ -38,8 +38,7 @@ def make_step(
     b = (torch.rand(shape, device=device) * 2 - 1).contiguous(memory_format=fmt)
     nets = {k: (torch.compile(m) if compile else m) for k, m in models.items()}
 
-    def amp() -> Any:
-        return autocast(device, precision)
+    amp = Amp(device, precision)  # the trainer's autocast and, in fp16, its loss scaling
 
     if mode == "infer":
         g = nets["G_A2B"].eval()

@@ -106,7 +106,9 @@ class TrainConfig:
     ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = (
+        "auto"  # auto: bf16 where the hardware has it, fp16 on other GPUs
+    )
     # CPU threads for PyTorch (None: its default, one per core). On a machine shared with other jobs, 1
     # avoids oversubscription, which slowed steps about 10x here.
     threads: int | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganlab.core.device import Amp
 from ganlab.core.losses import gan_loss, l1
 from ganlab.core.nonfinite import check_finite
 from ganlab.cyclegan.config import CycleGANConfig, Phase, TrainConfig
@@ -81,7 +82,7 @@ def train_step(
     w: Phase,
     gan_kind: str,
     pools: dict[str, ImagePool],
-    amp: Callable[[], Any],
+    amp: Amp | Callable[[], Any],
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     cycle_blur: float = 0.0,
     batch_g: bool = False,
@@ -95,6 +96,7 @@ def train_step(
     ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
     concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
+    amp = Amp.of(amp)  # autocast; in fp16 also the loss scaling
     aug = augment or (lambda x: x)
     n, identity = real_a.shape[0], w.identity > 0
 
@@ -129,7 +131,7 @@ def train_step(
         + w.cycle * (loss_cyc_a + loss_cyc_b)
         + w.identity * (loss_idt_a + loss_idt_b)
     )
-    loss_g.backward()
+    amp.backward(loss_g)
 
     # --- Discriminators: real vs (pooled) fake.
     d_losses = discriminator_step(
@@ -148,8 +150,7 @@ def train_step(
     }
     out = {k: v.detach() for k, v in out.items()}
     check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
-    for name in ("G", "D_A", "D_B"):
-        opts[name].step()
+    amp.step(opts[name] for name in ("G", "D_A", "D_B"))
     return out
 
 
@@ -160,7 +161,7 @@ def discriminator_step(
     fakes: tuple[torch.Tensor, torch.Tensor],
     gan_kind: str,
     pools: dict[str, ImagePool],
-    amp: Callable[[], Any],
+    amp: Amp,
     aug: Callable[[torch.Tensor], torch.Tensor],
     batch_d: bool,
 ) -> dict[str, torch.Tensor]:
@@ -180,7 +181,7 @@ def discriminator_step(
             else:
                 real_score, fake_score = disc(aug(real)), disc(aug(pooled))
             loss_d = 0.5 * (gan_loss(gan_kind, real_score, True) + gan_loss(gan_kind, fake_score, False))
-        loss_d.backward()
+        amp.backward(loss_d)
         d_losses[name] = loss_d
     return d_losses
 

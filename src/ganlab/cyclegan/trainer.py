@@ -14,7 +14,7 @@ from torch import nn
 from ganlab.core import distributed
 from ganlab.core.augment import make_augment
 from ganlab.core.checkpoint import Checkpoint, load_module_state, restore
-from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
+from ganlab.core.device import Amp, resolve_precision, select_device, set_threads
 from ganlab.core.errors import ConfigError
 from ganlab.core.images import save_image
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
@@ -46,6 +46,7 @@ class CycleGANTask(TrainTask):
         t = cfg.train
         self.device = select_device(t.device)
         self.precision = resolve_precision(t.precision, self.device, log)
+        self.amp = Amp(self.device, self.precision)
         set_threads(t.threads)
         self.data = load_unpaired(cfg.data, warn=log, progress=progress)
         torch.manual_seed(t.seed)
@@ -76,7 +77,7 @@ class CycleGANTask(TrainTask):
         tensors: dict[str, torch.Tensor] = {}
         for k, pool in self.pools.items():
             tensors.update(pool.state_tensors(f"pool/{k}"))
-        return tensors
+        return {**tensors, **self.amp.state_tensors()}
 
     def restore(self, ckpt: Checkpoint) -> None:
         restore(ckpt, dict(self.models), self.opts)
@@ -88,6 +89,7 @@ class CycleGANTask(TrainTask):
                 self.ema = make_ema(self.models)
         for k, pool in self.pools.items():
             pool.load_state(ckpt.tensors, f"pool/{k}", self.device)
+        self.amp.load_state(ckpt.tensors)
         # The phase in force when the checkpoint was written, so only a real switch is logged after it.
         t, m = self.cfg.train, ckpt.meta
         if t.schedule_by == "budget" and (t.minutes or t.max_steps):
@@ -159,7 +161,7 @@ class CycleGANTask(TrainTask):
             self.phase[1],
             t.gan_loss,
             self.pools,
-            lambda: autocast(self.device, self.precision),
+            self.amp,
             self.augment,
             t.cycle_blur,
             *self.batch_passes,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ganlab.core.device import autocast
+from ganlab.core.device import Amp
 from ganlab.sr.config import SRConfig
 from ganlab.sr.step import build_models, train_step
 
@@ -36,8 +36,7 @@ def make_step(
     if compile:
         models.generator = torch.compile(models.generator)  # type: ignore[assignment]
 
-    def amp() -> Any:
-        return autocast(device, precision)
+    amp = Amp(device, precision)  # the trainer's autocast and, in fp16, its loss scaling
 
     if mode == "infer":
         g = models.generator.eval()

@@ -64,7 +64,9 @@ class SRTrainConfig:
     grad_clip: float | None = None  # clip generator gradient norm (None: off)
     seed: int = 0
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = (
+        "auto"  # auto: bf16 where the hardware has it, fp16 on other GPUs
+    )
     threads: int | None = None  # CPU threads for PyTorch (None: its default, one per core)
     log_every: int = 10  # steps between metrics.jsonl step records
     # newest checkpoints kept (0 keeps all; at least 2, the previous one is the fallback when the latest

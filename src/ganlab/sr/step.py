@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganlab.core.device import Amp
 from ganlab.core.losses import gan_loss
 from ganlab.core.nonfinite import check_finite
 from ganlab.models.sr import SRDiscriminator, SRResNet
@@ -79,11 +80,16 @@ class SRModels:
 
 
 def train_step(
-    m: SRModels, lr_img: torch.Tensor, hr_img: torch.Tensor, t: SRTrainConfig, amp: Callable[[], Any]
+    m: SRModels,
+    lr_img: torch.Tensor,
+    hr_img: torch.Tensor,
+    t: SRTrainConfig,
+    amp: Amp | Callable[[], Any],
 ) -> dict[str, torch.Tensor]:
     """One update. lr_img: (N, 3, S/s, S/s), hr_img: (N, 3, S, S), both in [0, 1]. Returns every loss as
     a detached 0-d tensor (read them when logging: reading each one every step waits for the device)."""
     gan = t.stage == "gan"
+    amp = Amp.of(amp)  # autocast; in fp16 also the loss scaling
     d = m.discriminator
     out: dict[str, torch.Tensor] = {}
 
@@ -109,8 +115,9 @@ def train_step(
         out["adv_g"] = adversarial_losses(t.adv_kind, real_score, fake_score, for_discriminator=False)
         loss_g = loss_g + t.adv_weight * out["adv_g"]
     out["loss_g"] = loss_g
-    loss_g.backward()
+    amp.backward(loss_g)
     if t.grad_clip is not None:
+        amp.unscale(m.opt_g)  # clip the true gradients, not the fp16-scaled ones
         torch.nn.utils.clip_grad_norm_(m.generator.parameters(), t.grad_clip)
 
     # --- Discriminator: real HR vs the (detached) SR output.
@@ -122,11 +129,10 @@ def train_step(
             real_score, fake_score = d(hr_img).float(), d(sr.detach()).float()
         out["loss_d"] = adversarial_losses(t.adv_kind, real_score, fake_score, for_discriminator=True)
         out["d_real"], out["d_fake"] = real_score.mean(), fake_score.mean()
-        out["loss_d"].backward()
+        amp.backward(out["loss_d"])
     out = {k: v.detach() for k, v in out.items()}
     check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
-    for opt in m.optimizers().values():
-        opt.step()
+    amp.step(m.optimizers().values())
     return out
 
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ganlab.core import distributed
-from ganlab.core.checkpoint import load_module_state
+from ganlab.core.checkpoint import Checkpoint, load_module_state
 from ganlab.core.config import merge, to_dict
-from ganlab.core.device import autocast, resolve_precision, select_device, set_threads
+from ganlab.core.device import Amp, resolve_precision, select_device, set_threads
 from ganlab.core.errors import CheckpointError, ConfigError
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
 from ganlab.core.resolve import resolve_run
@@ -59,6 +59,7 @@ class SRTask(TrainTask):
         t, d = cfg.train, cfg.data
         self.device = select_device(t.device)
         self.precision = resolve_precision(t.precision, self.device, log)
+        self.amp = Amp(self.device, self.precision)
         set_threads(t.threads)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg, self.device)
@@ -105,6 +106,13 @@ class SRTask(TrainTask):
         d = wrap(m.discriminator) if m.discriminator is not None else None
         self.train_models = dataclasses.replace(m, generator=wrap(m.generator), discriminator=d)
 
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return self.amp.state_tensors()
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        super().restore(ckpt)
+        self.amp.load_state(ckpt.tensors)
+
     def steps_per_epoch(self) -> int:
         return self.cfg.train.steps_per_epoch
 
@@ -135,7 +143,7 @@ class SRTask(TrainTask):
             for g in opt.param_groups:
                 g["lr"], g["betas"] = self.lr, t.betas
         lr_img, hr_img = (v.to(self.device).contiguous(memory_format=self.memory_format) for v in batch)
-        return train_step(self.train_models, lr_img, hr_img, t, lambda: autocast(self.device, self.precision))
+        return train_step(self.train_models, lr_img, hr_img, t, self.amp)
 
     def record_fields(self) -> dict[str, Any]:
         return {"lr": self.lr}
