@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 
-import pytest
 import torch
 from torch import nn
 
@@ -117,12 +116,3 @@ def save_state_dict(sd: dict[str, torch.Tensor], path) -> None:
     buf = io.BytesIO()
     torch.save(sd, buf)
     path.write_bytes(buf.getvalue())
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks: one CPU thread is faster than two, which on a busy machine wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

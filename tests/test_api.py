@@ -18,9 +18,9 @@ from ganlab.cyclegan.reference import import_reference
 from ganlab.models.sr import SRResNet
 from ganlab.sr.config import build_sr_config
 
-from .reference_nets import RefGenerator, one_thread, randomized, save_state_dict
+from .reference_nets import RefGenerator, randomized, save_state_dict
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_import_ganlab_is_light() -> None:

@@ -17,9 +17,9 @@ from ganlab.cli import main
 from ganlab.cyclegan.translate import load_run_models
 
 from .conftest import make_dataset
-from .reference_nets import RefDiscriminator, RefGenerator, one_thread, randomized, save_state_dict
+from .reference_nets import RefDiscriminator, RefGenerator, randomized, save_state_dict
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_folder(root: Path) -> dict[str, torch.nn.Module]:

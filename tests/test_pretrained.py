@@ -14,10 +14,10 @@ import ganlab
 from ganlab.cli import main
 from ganlab.cyclegan.pretrained import PRETRAINED, cached_path
 
-from .reference_nets import RefGenerator, one_thread, randomized
+from .reference_nets import RefGenerator, randomized
 from .test_download import no_proxy, server  # noqa: F401 (fixtures: loopback server, no proxies)
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAME = "horse2zebra"
 

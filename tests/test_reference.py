@@ -23,13 +23,12 @@ from ganlab.models.reference import (
 from .reference_nets import (
     RefDiscriminator,
     RefGenerator,
-    one_thread,
     randomized,
     save_state_dict,
     with_stale_norm_stats,
 )
 
-pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_output(ref: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -31,13 +31,7 @@ from .hostile_corpus import deny_reading
 SRC = Path(__file__).resolve().parent.parent / "src" / "ganlab"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast, and does not thrash when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = ["--set", "model.n_residual=1", "--set", "train.eval_images=0"]

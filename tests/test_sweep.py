@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from ganlab.cli import main
@@ -15,14 +14,7 @@ from ganlab.core.config import ConfigError
 from ganlab.core.rundir import run_meta
 from ganlab.experiments.sweep import parse_sweep, run_state, run_sweep, sanitize
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is as fast, and does not thrash when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # The conftest TINY flags, as sweep base: keys.
