@@ -1,0 +1,300 @@
+"""Tiled inference with whole-image instance-norm statistics, at about the cost of one forward pass.
+
+InstanceNorm needs each channel's mean and variance over the whole image before it can be applied, so a
+tile cannot simply run the network on its own pixels (that gives per-tile statistics: seams and tone
+shifts). Recomputing everything below each norm layer for every norm layer would cost O(layers^2).
+
+:func:`run_exact` walks the network's layer tree (``ganlab.core.layertree``) from the input to the output
+once. Each *pass* sweeps full-width bands of rows over the whole image, computing one short stretch of
+layers (usually one conv) from the last kept activation, with just the context rows that stretch needs;
+it accumulates the per-channel sums the next norm layer needs and may keep its result, as a scratch
+activation in memory or in a file of rows on disk (fp32, or bf16 under bf16 autocast). A norm layer whose
+statistics are known is point-wise, so it is applied when the next pass reads. Which activations are kept:
+- the input of a residual block (read twice: by the block's body and by its skip), and
+- a norm layer's input when it is no larger than what its pass reads (deep, narrow activations); wide,
+  shallow ones (the first full-resolution layers) are recomputed from the input instead, which is cheap
+  because they are few and thin.
+Every layer is then computed about once (the thin full-resolution layers two or three times) and the
+scratch traffic is a few reads and writes of the narrow activations per residual block.
+
+:func:`approx_stats` is the cheap alternative: the statistics of a downscaled copy, after which every
+norm layer is point-wise and plain overlapping tiles with the receptive radius as context are exact for
+those statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ganlab.core.layertree import Chain, Local, Node, Norm, Residual, evaluate
+
+Context = Callable[[], contextlib.AbstractContextManager]
+
+
+class Stored:
+    """A kept activation (1, C, H, W), rows written once band by band, read any number of times. Kept in
+    memory as the bands written, or on disk as rows (H, C, W) so a band of rows is one contiguous read."""
+
+    def __init__(self, height: int, folder: Path | None) -> None:
+        self.height = height
+        self.folder = folder
+        self.bands: list[tuple[int, torch.Tensor]] | None = None if folder else []
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.shape: tuple[int, int] | None = None  # (C, W)
+        self.dtype = torch.float32
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> Stored:
+        """A whole (1, C, H, W) tensor as one band (no copy)."""
+        s = cls(x.shape[2], None)
+        s.write(0, x)
+        return s
+
+    def numel(self) -> int:
+        assert self.shape is not None
+        return self.height * self.shape[0] * self.shape[1]
+
+    def nbytes(self) -> int:
+        return self.numel() * self.dtype.itemsize if self.shape else 0
+
+    def _row_bytes(self) -> int:
+        assert self.shape is not None
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def write(self, r0: int, y: torch.Tensor) -> None:
+        if self.shape is None:
+            self.shape, self.dtype = (y.shape[1], y.shape[3]), y.dtype
+            if self.folder is not None:
+                fd, name = tempfile.mkstemp(prefix="act-", suffix=".bin", dir=self.folder)
+                self.fd, self.path = fd, Path(name)
+        if self.bands is not None:
+            self.bands.append((r0, y))  # the band itself: sweeps hand over fresh tensors
+            return
+        rows = y[0].transpose(0, 1).contiguous()  # (rows, C, W)
+        buf = memoryview(_as_bytes(rows)).cast("B")
+        done, off = 0, r0 * self._row_bytes()
+        while done < len(buf):
+            done += os.pwrite(self.fd, buf[done:], off + done)
+
+    def read(self, r0: int, r1: int) -> torch.Tensor:
+        """Rows [r0, r1) as (1, C, r1 - r0, W); may be a view of kept memory (do not modify it)."""
+        assert self.shape is not None, "read before write"
+        if self.bands is not None:
+            parts = [
+                t[:, :, max(r0, a) - a : min(r1, a + t.shape[2]) - a]
+                for a, t in self.bands
+                if a < r1 and r0 < a + t.shape[2]
+            ]
+            return parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+        c, w = self.shape
+        rows = torch.empty(r1 - r0, c, w, dtype=self.dtype)
+        buf = memoryview(_as_bytes(rows)).cast("B")
+        done, off = 0, r0 * self._row_bytes()
+        while done < len(buf):
+            n = os.preadv(self.fd, [buf[done:]], off + done)
+            if n <= 0:
+                raise OSError(f"short read from {self.path}")
+            done += n
+        return rows.transpose(0, 1).unsqueeze(0).contiguous()
+
+    def full(self) -> torch.Tensor:
+        return self.read(0, self.height)
+
+    def leaves(self) -> list[Stored]:
+        return [self]
+
+    def release(self) -> None:
+        self.bands = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            self.path.unlink(missing_ok=True)
+
+
+def _as_bytes(t: torch.Tensor):
+    """A numpy view of ``t``'s memory (bf16 has no numpy type: viewed as int16)."""
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
+class Computed:
+    """Rows of ``chain`` applied to ``src``, computed on demand with the context rows the chain needs."""
+
+    def __init__(self, src, chain: Chain) -> None:
+        self.src, self.chain = src, chain
+        self.height = chain.out_size(src.height)
+
+    def read(self, r0: int, r1: int) -> torch.Tensor:
+        i0, i1 = self.chain.need(r0, r1, self.src.height)
+        return self.chain.run(self.src.read(i0, i1), i0, self.src.height, r0, r1)
+
+    def leaves(self) -> list[Stored]:
+        return self.src.leaves()
+
+
+class Added:
+    """a + b, row by row (a residual block's skip plus its body)."""
+
+    def __init__(self, a, b) -> None:
+        self.a, self.b, self.height = a, b, a.height
+
+    def read(self, r0: int, r1: int) -> torch.Tensor:
+        return self.a.read(r0, r1) + self.b.read(r0, r1)
+
+    def leaves(self) -> list[Stored]:
+        return self.a.leaves() + self.b.leaves()
+
+
+def _then(src, pending: list[Node]):
+    return Computed(src, Chain(pending)) if pending else src
+
+
+def _cheap(src) -> bool:
+    """Reading ``src`` costs one read of one kept activation plus point-wise work."""
+    return isinstance(src, Stored) or (
+        isinstance(src, Computed) and isinstance(src.src, Stored) and src.chain.pointwise()
+    )
+
+
+class Executor:
+    """Runs one layer tree band by band over one image; scratch activations live under ``folder``."""
+
+    def __init__(self, band_pixels: int, in_rows: int, in_width: int, folder: Path, memory_bytes: int, ctx):
+        self.band_pixels, self.in_rows, self.in_width = band_pixels, in_rows, in_width
+        self.folder, self.memory_left, self.ctx = folder, memory_bytes, ctx
+        self.live: list[Stored] = []
+        self.passes = 0
+
+    def band_rows(self, height: int) -> int:
+        """Rows per band at an activation ``height`` rows tall: about ``band_pixels`` input pixels."""
+        return max(1, round(self.band_pixels / self.in_width * height / self.in_rows))
+
+    def new_store(self, height: int, nbytes_hint: int) -> Stored:
+        in_memory = nbytes_hint <= self.memory_left
+        s = Stored(height, None if in_memory else self.folder)
+        if in_memory:
+            self.memory_left -= nbytes_hint
+        self.live.append(s)
+        return s
+
+    @torch.no_grad()
+    def sweep(self, src, stats: bool = False, keep: Callable[[int], bool] | None = None, into=None) -> tuple:
+        """One pass over ``src``: per-channel (mean, var) in fp64 if ``stats``; the rows kept in a new
+        Stored if ``keep(numel of the whole activation)`` says so, or written to ``into`` (as float32).
+        Returns (stats or None, the Stored written or None)."""
+        self.passes += 1
+        h, step = src.height, self.band_rows(src.height)
+        n, mean, m2, store = 0, None, None, into
+        for r0 in range(0, h, step):
+            with self.ctx():
+                y = src.read(r0, min(h, r0 + step))
+            if r0 == 0 and keep is not None and keep(y[0, :, :1].numel() * h):
+                store = self.new_store(h, y[0, :, :1].numel() * h * y.element_size())
+            if store is not None:
+                store.write(r0, y.float() if into is not None else y)
+            if stats:
+                nb = y.shape[2] * y.shape[3]
+                v, m = torch.var_mean(y.float(), dim=(2, 3), keepdim=True, correction=0)
+                m, v = m.double(), v.double()
+                if mean is None:
+                    mean, m2 = m, v * nb
+                else:  # Chan et al.: merge two (count, mean, M2) summaries
+                    d = m - mean
+                    mean = mean + d * (nb / (n + nb))
+                    m2 = m2 + v * nb + d * d * (n * nb / (n + nb))
+                n += nb
+        return ((mean, m2 / n) if stats else None), store
+
+    def release_unused(self, keep: list) -> None:
+        needed = {id(s) for src in keep for s in src.leaves()}
+        for s in [s for s in self.live if id(s) not in needed]:
+            if s.bands is not None:
+                self.memory_left += s.nbytes()
+            s.release()
+            self.live.remove(s)
+
+    def plan(self, nodes: list[Node], cur, pinned: list) -> object:
+        """Freeze every norm of ``nodes`` (a pass each) starting from source ``cur``; returns the source of
+        the nodes' output. ``pinned`` sources must outlive this call (an enclosing block's input)."""
+        pending: list[Node] = []
+        for k, node in enumerate(nodes):
+            if isinstance(node, Norm) and node.stats is None:
+                read = max((s.numel() for s in cur.leaves()), default=0)
+                block_next = _next_block_has_norms(nodes[k + 1 :])
+                node.stats, store = self.sweep(_then(cur, pending), True, lambda n: block_next or n <= read)
+                if store is not None:
+                    cur, pending = store, [node]
+                    self.release_unused([cur, *pinned])
+                else:
+                    pending.append(node)
+            elif isinstance(node, Residual) and any(n.stats is None for n in node.norms()):
+                x = _then(cur, pending)
+                if not _cheap(x):
+                    x = self.sweep(x, keep=lambda n: True)[1]
+                    self.release_unused([x, *pinned])
+                body = self.plan(node.body.nodes, x, [x, *pinned])
+                cur, pending = Added(x, body), []
+            else:
+                pending.append(node)
+        return _then(cur, pending)
+
+
+def _next_block_has_norms(nodes: list[Node]) -> bool:
+    """The first non-point-wise node of ``nodes`` is a residual block with norms (its input gets kept)."""
+    for n in nodes:
+        if isinstance(n, Local) and n.kind == "point":
+            continue
+        return isinstance(n, Residual) and any(True for _ in n.norms())
+    return False
+
+
+def run_banded(
+    tree: Chain,
+    x: torch.Tensor,
+    band_pixels: int = 1 << 20,
+    scratch_dir: str | Path | None = None,
+    memory_bytes: int = 512 << 20,
+    ctx: Context = contextlib.nullcontext,
+) -> tuple[torch.Tensor, int]:
+    """``tree`` applied to (1, C, H, W) ``x`` band by band (bands of about ``band_pixels`` input pixels).
+    Every norm whose ``stats`` are unset gets the whole image's statistics, as the untiled network would
+    compute them (one pass each); norms with ``stats`` set use those. Scratch activations stay in memory
+    up to ``memory_bytes`` in all, the rest go to files in ``scratch_dir`` (default: the system temp
+    folder), removed at the end. ``ctx`` wraps each band's computation (e.g. autocast). Returns the
+    output (1, C_out, H', W') in float32 and the number of passes over the image."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"band-by-band inference takes one image (1, C, H, W), got {tuple(x.shape)}")
+    src = Stored.of(x)
+    with tempfile.TemporaryDirectory(prefix="ganlab-tiles-", dir=scratch_dir) as folder:
+        ex = Executor(band_pixels, x.shape[2], x.shape[3], Path(folder), memory_bytes, ctx)
+        out_src = ex.plan(tree.nodes, src, [src])
+        out = ex.sweep(out_src, into=Stored(out_src.height, None))[1]
+        ex.release_unused([])
+    return out.full(), ex.passes
+
+
+def run_exact(tree: Chain, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """:func:`run_banded` with whole-image statistics for every norm (what the untiled network does)."""
+    for norm in tree.norms():
+        norm.stats = None
+    return run_banded(tree, x, **kwargs)[0]
+
+
+@torch.no_grad()
+def approx_stats(tree: Chain, x: torch.Tensor, max_pixels: int = 1 << 19, multiple: int = 1) -> float:
+    """Freeze every norm of ``tree`` with the statistics of ``x`` downscaled (antialiased bilinear) to at
+    most ``max_pixels`` pixels, each side a multiple of ``multiple``; returns the scale factor used."""
+    h, w = x.shape[-2:]
+    f = min(1.0, (max_pixels / (h * w)) ** 0.5)
+    sh = max(multiple, round(h * f / multiple) * multiple)
+    sw = max(multiple, round(w * f / multiple) * multiple)
+    small = F.interpolate(x.float(), size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+    evaluate(tree, small, record=True)
+    return f
