@@ -16,10 +16,11 @@ from ganlab.core.errors import GanlabError
 from ganlab.core.version import VERSION
 
 # Order here is the order in `ganlab --help`.
-COMMANDS = ["train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep", "bench"]
+COMMANDS = ["train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep", "bench", "export"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command ``only`` alone (importing just that command's code)."""
     parser = argparse.ArgumentParser(
         prog="ganlab",
         description="GAN experiments on images: CycleGAN translation and SRGAN super-resolution.",
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback of an error (or set GANLAB_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         importlib.import_module(f"ganlab.cli.{name}").register(sub)
     return parser
 
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -56,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the line, when it is a known one (then only its module is imported: a
+    command starts faster and `translate --onnx` runs without PyTorch)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first not in COMMANDS or {"-h", "--help"} & set(argv[: argv.index(first)]):
+        return None
+    return first
 
 
 def _one_line(e: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ganlab.cli.export import add_export_flags, report
 from ganlab.cli.flags import add_config_flags, add_options, add_precision, overrides_from
 from ganlab.core.device import select_device
 from ganlab.core.errors import UserError
@@ -63,6 +64,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision(u)
     u.add_argument("--quiet", action="store_true")
     u.set_defaults(func=run_upscale)
+
+    x = ssub.add_parser(
+        "export",
+        help="export an SR run's generator to ONNX (any batch, height and width)",
+        description="Input 'image' (N, 3, h, w) in [0, 1] (sides >= 5), output (N, 3, scale*h, scale*w); "
+        "the run's config is stored as JSON in the metadata entry ganlab.config. "
+        "Needs the export extra: pip install 'ganlab[export]'.",
+    )
+    x.add_argument("--run", required=True, metavar="RUN_DIR")
+    x.add_argument("--checkpoint", default="latest", help="latest or an epoch number")
+    x.add_argument("--out", required=True, metavar="FILE.onnx")
+    add_export_flags(x)
+    x.set_defaults(func=run_export)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -123,4 +137,14 @@ def run_upscale(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     print(f"wrote {len(written)} image(s) to {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ganlab.sr.export import export_sr_run
+
+    path, diff = export_sr_run(
+        args.run, args.out, checkpoint=args.checkpoint, opset=args.opset, check=args.check
+    )
+    report(path, diff)
     return 0

@@ -5,28 +5,57 @@ from __future__ import annotations
 import argparse
 
 from ganlab.cli.flags import add_precision
-from ganlab.core.device import select_device
-from ganlab.cyclegan.translate import translate_paths
+from ganlab.core.errors import UserError
+
+# The library is imported inside run(): `translate --onnx` then needs neither PyTorch nor training code.
+
+TILE_STATS_HELP = (
+    "where a tiled run gets its instance-norm statistics. exact (default): the whole image's, as an "
+    "untiled run (same output within 1e-4); one pass over the image per norm layer, about one forward "
+    "in all plus scratch files of the deep activations (in $TMPDIR). approx: those of a copy "
+    "downscaled to 0.5 MP; one pass with the receptive field as context rows, no scratch; no seams, "
+    "slightly different tone. tile: each tile's own (old behaviour): cheapest, but seams and tone "
+    "changes between tiles"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate images with a trained run (any size)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--run", help="run directory")
+    p.add_argument(
+        "--onnx",
+        metavar="FILE.onnx",
+        help="translate with a file from `ganlab export`, run by onnxruntime (no PyTorch needed; "
+        "whole images, the file's own direction)",
+    )
     p.add_argument("--checkpoint", default="latest", help="'latest' or an epoch number")
     p.add_argument("--direction", choices=["a2b", "b2a"], default="a2b")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format", choices=["png", "jpg", "webp"], default="png", help="output format (default png)"
     )
-    p.add_argument("--tile", type=int, help="process in overlapping tiles of this size (bounded memory)")
-    p.add_argument("--tile-pad", type=int, default=32, help="overlap margin of each tile")
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="bound the memory on large pictures: work in pieces of about TILE x TILE pixels "
+        "(full-width bands in the exact and approx modes)",
+    )
+    p.add_argument("--tile-stats", choices=["exact", "approx", "tile"], default="exact", help=TILE_STATS_HELP)
+    p.add_argument("--tile-pad", type=int, default=32, help="context margin of each tile (--tile-stats tile)")
     p.add_argument("--device", default="auto")
     add_precision(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.onnx:
+        return run_onnx(args)
+    if not args.run:
+        raise UserError("give --run RUN_DIR (or --onnx FILE.onnx)")
+    from ganlab.core.device import select_device
+    from ganlab.cyclegan.translate import translate_paths
+
     written = translate_paths(
         args.run,
         args.inputs,
@@ -38,6 +67,19 @@ def run(args: argparse.Namespace) -> int:
         tile_pad=args.tile_pad,
         ext="." + args.format,
         precision=args.precision,
+        tile_stats=args.tile_stats,
     )
+    print(f"wrote {len(written)} image(s) to {args.out}")
+    return 0
+
+
+def run_onnx(args: argparse.Namespace) -> int:
+    if args.run:
+        raise UserError("--onnx and --run each name the model: give one of them")
+    if args.tile:
+        raise UserError("--tile is not available with --onnx (it translates whole images)")
+    from ganlab.core.onnx_run import run_onnx_paths
+
+    written = run_onnx_paths(args.onnx, args.inputs, args.out, ext="." + args.format)
     print(f"wrote {len(written)} image(s) to {args.out}")
     return 0

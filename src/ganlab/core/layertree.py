@@ -112,7 +112,9 @@ class Local(Node):
 
     def need(self, o0: int, o1: int, h: int) -> tuple[int, int]:
         if self.kind == "conv":
-            return _clip(o0 * self.s - self.p, (o1 - 1) * self.s - self.p + self.d * (self.k - 1) + 1, h, self.s)
+            return _clip(
+                o0 * self.s - self.p, (o1 - 1) * self.s - self.p + self.d * (self.k - 1) + 1, h, self.s
+            )
         if self.kind == "convT":
             # Output row j sums inputs i with j = i*s - p + t*d; one extra row keeps output_padding covered.
             lo = -(-(o0 + self.p - self.d * (self.k - 1)) // self.s)

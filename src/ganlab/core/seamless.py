@@ -25,6 +25,7 @@ those statistics.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -185,17 +186,17 @@ class Executor:
         return s
 
     @torch.no_grad()
-    def sweep(self, src, stats: bool = False, keep: Callable[[int], bool] | None = None, into=None) -> tuple:
+    def sweep(self, src, stats: bool = False, keep_max: float = -1, into=None) -> tuple:
         """One pass over ``src``: per-channel (mean, var) in fp64 if ``stats``; the rows kept in a new
-        Stored if ``keep(numel of the whole activation)`` says so, or written to ``into`` (as float32).
-        Returns (stats or None, the Stored written or None)."""
+        Stored if the whole activation has at most ``keep_max`` elements, or written to ``into`` (as
+        float32). Returns (stats or None, the Stored written or None)."""
         self.passes += 1
         h, step = src.height, self.band_rows(src.height)
         n, mean, m2, store = 0, None, None, into
         for r0 in range(0, h, step):
             with self.ctx():
                 y = src.read(r0, min(h, r0 + step))
-            if r0 == 0 and keep is not None and keep(y[0, :, :1].numel() * h):
+            if r0 == 0 and into is None and y[0, :, :1].numel() * h <= keep_max:
                 store = self.new_store(h, y[0, :, :1].numel() * h * y.element_size())
             if store is not None:
                 store.write(r0, y.float() if into is not None else y)
@@ -226,9 +227,13 @@ class Executor:
         pending: list[Node] = []
         for k, node in enumerate(nodes):
             if isinstance(node, Norm) and node.stats is None:
-                read = max((s.numel() for s in cur.leaves()), default=0)
-                block_next = _next_block_has_norms(nodes[k + 1 :])
-                node.stats, store = self.sweep(_then(cur, pending), True, lambda n: block_next or n <= read)
+                # Keep it when no larger than what this pass reads, or when a block's input follows.
+                limit = (
+                    math.inf
+                    if _next_block_has_norms(nodes[k + 1 :])
+                    else max(s.numel() for s in cur.leaves())
+                )
+                node.stats, store = self.sweep(_then(cur, pending), True, limit)
                 if store is not None:
                     cur, pending = store, [node]
                     self.release_unused([cur, *pinned])
@@ -237,7 +242,7 @@ class Executor:
             elif isinstance(node, Residual) and any(n.stats is None for n in node.norms()):
                 x = _then(cur, pending)
                 if not _cheap(x):
-                    x = self.sweep(x, keep=lambda n: True)[1]
+                    x = self.sweep(x, keep_max=math.inf)[1]
                     self.release_unused([x, *pinned])
                 body = self.plan(node.body.nodes, x, [x, *pinned])
                 cur, pending = Added(x, body), []

@@ -13,7 +13,14 @@ from tqdm import tqdm
 from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import from_dict
 from ganlab.core.device import autocast, resolve_precision
-from ganlab.core.images import ImageReadError, list_images, pil_to_tensor, read_rgb, save_image, tensor_to_pil
+from ganlab.core.images import (  # collect_inputs: imported from here by callers too
+    ImageReadError,
+    collect_inputs,
+    pil_to_tensor,
+    read_rgb,
+    save_image,
+    tensor_to_pil,
+)
 from ganlab.core.rundir import load_run_checkpoint
 from ganlab.core.tiling import tiled_apply
 from ganlab.cyclegan.config import CycleGANConfig
@@ -42,20 +49,6 @@ def load_run_models(
         load_module_state(ckpt, use, models[name])
     models.to(device or torch.device("cpu")).eval()
     return models, cfg, ckpt.meta
-
-
-def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
-    """Files and folders -> (file, path relative to its root) so outputs mirror folder structure."""
-    out: list[tuple[Path, Path]] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += [(f, f.relative_to(p)) for f in list_images(p)]
-        elif p.is_file():
-            out.append((p, Path(p.name)))
-        else:
-            raise FileNotFoundError(f"input not found: {p}")
-    return out
 
 
 @torch.no_grad()
