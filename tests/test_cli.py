@@ -7,7 +7,19 @@ import pytest
 
 from ganlab.cli import COMMANDS, build_parser, main
 
-EXPECTED_COMMANDS = {"train", "translate", "info", "eval", "demo", "data", "sr", "compare", "sweep", "bench"}
+EXPECTED_COMMANDS = {
+    "train",
+    "translate",
+    "info",
+    "eval",
+    "demo",
+    "data",
+    "sr",
+    "compare",
+    "sweep",
+    "bench",
+    "export",
+}
 
 
 def test_exact_command_set_is_registered() -> None:

@@ -9,33 +9,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ganlab.cli import main
-from ganlab.core.checkpoint import save_checkpoint
-from ganlab.core.config import to_dict
-from ganlab.core.rundir import RunDir
-from ganlab.cyclegan.config import build_cyclegan_config
 from ganlab.cyclegan.export import check_sizes, export_generator
-from ganlab.cyclegan.step import build_models
 from ganlab.models.blocks import UPSAMPLE_KINDS
 from ganlab.models.generator import GeneratorConfig, ResnetGenerator
 from ganlab.models.sr import SRResNet, SRResNetConfig
 from ganlab.sr.export import CHECK_SIZES, export_sr_generator
 
+from .test_seamless import make_cyclegan_run, wake
+
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from ganlab.core.onnx_export import compare_onnx  # noqa: E402
-
-
-def _wake(m: torch.nn.Module) -> torch.nn.Module:
-    """Random non-trivial weights (zero-initialised last layers would hide differences)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.2)
-    return m.eval()
 
 
 @pytest.mark.parametrize("upsample", UPSAMPLE_KINDS)
@@ -43,7 +30,7 @@ def test_generator_export_matches_pytorch_on_three_sizes(upsample: str, tmp_path
     cfg = GeneratorConfig(
         hidden=4, n_down=2, n_residual=1, upsample=upsample, global_skip=upsample == "resize_conv"
     )
-    g = _wake(ResnetGenerator(cfg))
+    g = wake(ResnetGenerator(cfg))
     path = export_generator(g, tmp_path / "g.onnx", {"direction": "a2b"})
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
@@ -56,26 +43,11 @@ def test_generator_export_matches_pytorch_on_three_sizes(upsample: str, tmp_path
 
 @pytest.mark.parametrize("scale, skip", [(2, "bicubic"), (4, "none"), (4, "bicubic")])
 def test_sr_export_matches_pytorch(scale: int, skip: str, tmp_path: Path) -> None:
-    g = _wake(SRResNet(SRResNetConfig(scale=scale, hidden=4, n_residual=1, norm="batch", skip=skip)))
+    g = wake(SRResNet(SRResNetConfig(scale=scale, hidden=4, n_residual=1, norm="batch", skip=skip)))
     path = export_sr_generator(g, tmp_path / "sr.onnx", {})
     assert compare_onnx(path, g, CHECK_SIZES, low=0.0, high=1.0) <= 1e-4
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["ganlab.scale"]) == scale
-
-
-def make_cyclegan_run(root: Path) -> Path:
-    """A run directory with an untrained tiny CycleGAN (random, non-trivial weights)."""
-    cfg = build_cyclegan_config("resnet9", overrides={"model": {"hidden": 4, "n_residual": 1}})
-    models = build_models(cfg)
-    _wake(models)
-    run = RunDir(root)
-    run.create()
-    run.write_config(cfg)
-    path = run.checkpoint_path(1)
-    meta = {"task": "cyclegan", "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
-    save_checkpoint(path, dict(models.items()), meta)
-    run.set_latest(path, 1, 0)
-    return run.root
 
 
 def test_export_cli_then_translate_with_onnxruntime_alone(tmp_path: Path, capsys) -> None:

@@ -116,9 +116,12 @@ class Local(Node):
                 o0 * self.s - self.p, (o1 - 1) * self.s - self.p + self.d * (self.k - 1) + 1, h, self.s
             )
         if self.kind == "convT":
-            # Output row j sums inputs i with j = i*s - p + t*d; one extra row keeps output_padding covered.
+            # Output row j sums the inputs i with j = i*s - p + t*d, t < k.
             lo = -(-(o0 + self.p - self.d * (self.k - 1)) // self.s)
-            return _clip(lo, (o1 - 1 + self.p) // self.s + 2, h)
+            hi = (o1 - 1 + self.p) // self.s + 1
+            while (hi - 1) * self.s - 2 * self.p + self.d * (self.k - 1) + self.op < o1 - 1:
+                hi += 1  # the band's last output row must reach o1 - 1
+            return _clip(lo, hi, h)
         if self.kind == "pad":
             # The rows the padded rows [o0, o1) copy; at least max(top, bottom) + 1 of them, since the
             # layer pads the band itself (reflection needs more rows than it pads).
