@@ -2,13 +2,12 @@
 
 A band is a slab of full-width rows, (1, C, rows, W). Every node knows, along the rows:
 - ``out_size(h)``: output rows for ``h`` input rows;
-- ``need(o0, o1, h)``: the input rows [i0, i1) (clipped to the image) that output rows [o0, o1) depend on,
-  with i0 aligned so the band's first output row is a whole output row (a multiple of a stride);
+- ``need(o0, o1, h)``: the input rows [i0, i1) (clipped to the image) that output rows [o0, o1) depend on;
 - ``run(x, i0, h, o0, o1)``: given exactly the input rows ``need`` asked for (starting at global row
   ``i0`` of an image ``h`` rows tall), the output rows [o0, o1).
-Each layer runs on the band as if it were the whole image: its own padding then lands on the band's edges,
-which are either the image's true edges (where that padding is right) or context rows whose outputs
-``need`` leaves out. Columns are never cut, so along the width every layer sees the whole image.
+Pads and convs pad a band's rows only where the band meets the image's top or bottom edge; any other layer
+runs on the band as if it were the whole image, and the rows its band edges spoil are left out (``need``
+asks for enough context). Columns are never cut, so along the width every layer sees the whole image.
 
 Nodes: ``Local`` (a torch layer: conv, transposed conv, pad, nearest upsampling, pixel shuffle, or a
 point-wise layer), ``Norm`` (InstanceNorm: per-image statistics, given from outside in ``stats``),
@@ -23,6 +22,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _POINTWISE = (
@@ -57,9 +57,8 @@ class Node:
         return iter(())
 
 
-def _clip(i0: int, i1: int, h: int, align: int = 1) -> tuple[int, int]:
-    i0 = max(0, i0)
-    return i0 - i0 % align, min(h, i1)
+def _clip(i0: int, i1: int, h: int) -> tuple[int, int]:
+    return max(0, i0), min(h, i1)
 
 
 class Local(Node):
@@ -70,9 +69,9 @@ class Local(Node):
         m = module
         if isinstance(m, nn.Conv2d):
             self.kind = "conv"
+            if isinstance(m.padding, str) or m.padding_mode == "circular":
+                raise TypeError(f"{m}: string or circular padding is not supported band by band")
             self.k, self.s, self.p, self.d = m.kernel_size[0], m.stride[0], m.padding[0], m.dilation[0]
-            if isinstance(m.padding, str):
-                raise TypeError(f"{m}: string padding is not supported band by band")
         elif isinstance(m, nn.ConvTranspose2d):
             self.kind = "convT"
             self.k, self.s, self.p, self.d = m.kernel_size[0], m.stride[0], m.padding[0], m.dilation[0]
@@ -80,6 +79,9 @@ class Local(Node):
         elif isinstance(m, _PADS):
             self.kind = "pad"
             self.top, self.bottom = m.padding[2], m.padding[3]
+            self.mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate"}.get(
+                type(m), "constant"
+            )
         elif isinstance(m, nn.Upsample) and m.mode == "nearest" and m.size is None:
             sf = m.scale_factor if isinstance(m.scale_factor, (int, float)) else m.scale_factor[0]
             if sf != int(sf):
@@ -112,9 +114,8 @@ class Local(Node):
 
     def need(self, o0: int, o1: int, h: int) -> tuple[int, int]:
         if self.kind == "conv":
-            return _clip(
-                o0 * self.s - self.p, (o1 - 1) * self.s - self.p + self.d * (self.k - 1) + 1, h, self.s
-            )
+            # Exact rows: an unclipped start is o0*s - p, so the band's first output row is o0 (see run).
+            return _clip(o0 * self.s - self.p, (o1 - 1) * self.s - self.p + self.d * (self.k - 1) + 1, h)
         if self.kind == "convT":
             # Output row j sums the inputs i with j = i*s - p + t*d, t < k.
             lo = -(-(o0 + self.p - self.d * (self.k - 1)) // self.s)
@@ -139,19 +140,32 @@ class Local(Node):
             return _clip(o0 // self.s, (o1 - 1) // self.s + 1, h)
         return _clip(o0, o1, h)
 
-    def out_start(self, i0: int) -> int:
-        if self.kind == "conv":
-            return i0 // self.s
-        if self.kind in ("convT", "up"):
-            return i0 * self.s
-        return i0  # pad: band output row 0 is padded row i0 (garbage above o0 when i0 > 0)
-
     def run(self, x: torch.Tensor, i0: int, h: int, o0: int, o1: int) -> torch.Tensor:
-        y = self.module(x)
-        a = o0 - self.out_start(i0)
+        # Pads and convs pad a band's rows only at the image's true top and bottom: interior bands come
+        # with exactly the context rows they need, so they produce exactly rows [o0, o1) and no slice
+        # (a row slice is not contiguous, and the next conv would copy it).
+        top, bottom = i0 == 0, i0 + x.shape[2] == h
+        m = self.module
+        if self.kind == "pad":
+            t, b = self.top * top, self.bottom * bottom
+            y = F.pad(x, (*m.padding[:2], t, b), mode=self.mode, value=getattr(m, "value", None))
+            start = i0 + self.top - t
+        elif self.kind == "conv":
+            t, b, pw = self.p * top, self.p * bottom, m.padding[1]
+            if m.padding_mode == "zeros":
+                x = F.pad(x, (0, 0, t, b)) if t or b else x
+                y = F.conv2d(x, m.weight, m.bias, m.stride, (0, pw), m.dilation, m.groups)
+            else:
+                x = F.pad(x, (pw, pw, t, b), mode=m.padding_mode)
+                y = F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
+            start = (i0 - t + self.p) // self.s
+        else:
+            y = m(x)
+            start = i0 * self.s if self.kind in ("convT", "up") else i0
+        a = o0 - start
         if a < 0 or a + (o1 - o0) > y.shape[2]:
-            raise AssertionError(f"{self.module}: band rows {i0}.. gave {y.shape[2]} rows, need {o0}..{o1}")
-        return y[:, :, a : a + o1 - o0]
+            raise AssertionError(f"{m}: band rows {i0}.. gave {y.shape[2]} rows, need {o0}..{o1}")
+        return y if (a, y.shape[2]) == (0, o1 - o0) else y[:, :, a : a + o1 - o0]
 
 
 class Norm(Node):
@@ -174,7 +188,9 @@ class Norm(Node):
         if m.affine:
             w, b = m.weight.double().view(1, -1, 1, 1), m.bias.double().view(1, -1, 1, 1)
             scale, shift = scale * w, shift * w + b
-        return torch.addcmul(shift.float(), x.float(), scale.float())  # one fused pass over the band
+        # One fused pass over the band, into a contiguous tensor (x may be a strided view of a file).
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+        return torch.addcmul(shift.float(), x.float(), scale.float(), out=out)
 
     def run(self, x: torch.Tensor, i0: int, h: int, o0: int, o1: int) -> torch.Tensor:
         return self.apply(x[:, :, o0 - i0 : o1 - i0])

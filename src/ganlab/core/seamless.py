@@ -26,27 +26,31 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ganlab.core.layertree import Chain, Local, Node, Norm, Residual, evaluate
 
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: fault the pages in with one call
 Context = Callable[[], contextlib.AbstractContextManager]
 
 
 class Stored:
     """A kept activation (1, C, H, W), rows written once band by band, read any number of times. Kept in
-    memory as the bands written, or on disk as rows (H, C, W) so a band of rows is one contiguous read."""
+    memory, or in a file of rows (H, C, W), so that a band of rows is one contiguous
+    piece of the file, mapped into memory while it is used."""
 
     def __init__(self, height: int, folder: Path | None) -> None:
         self.height = height
         self.folder = folder
-        self.bands: list[tuple[int, torch.Tensor]] | None = None if folder else []
+        self.mem: torch.Tensor | None = None  # (1, C, H, W) when kept in memory
         self.fd: int | None = None
         self.path: Path | None = None
         self.shape: tuple[int, int] | None = None  # (C, W)
@@ -54,9 +58,9 @@ class Stored:
 
     @classmethod
     def of(cls, x: torch.Tensor) -> Stored:
-        """A whole (1, C, H, W) tensor as one band (no copy)."""
+        """A whole (1, C, H, W) tensor, kept as it is (no copy)."""
         s = cls(x.shape[2], None)
-        s.write(0, x)
+        s.shape, s.dtype, s.mem = (x.shape[1], x.shape[3]), x.dtype, x
         return s
 
     def numel(self) -> int:
@@ -76,35 +80,33 @@ class Stored:
             if self.folder is not None:
                 fd, name = tempfile.mkstemp(prefix="act-", suffix=".bin", dir=self.folder)
                 self.fd, self.path = fd, Path(name)
-        if self.bands is not None:
-            self.bands.append((r0, y))  # the band itself: sweeps hand over fresh tensors
+                os.ftruncate(fd, self.height * self._row_bytes())
+            else:
+                self.mem = y.new_empty(1, y.shape[1], self.height, y.shape[3])
+        if self.mem is not None:
+            self.mem[:, :, r0 : r0 + y.shape[2]] = y
             return
-        rows = y[0].transpose(0, 1).contiguous()  # (rows, C, W)
-        buf = memoryview(_as_bytes(rows)).cast("B")
-        done, off = 0, r0 * self._row_bytes()
-        while done < len(buf):
-            done += os.pwrite(self.fd, buf[done:], off + done)
+        self._map(r0, r0 + y.shape[2]).copy_(y[0].transpose(0, 1))  # one copy, into the page cache
 
     def read(self, r0: int, r1: int) -> torch.Tensor:
         """Rows [r0, r1) as (1, C, r1 - r0, W); may be a view of kept memory (do not modify it)."""
         assert self.shape is not None, "read before write"
-        if self.bands is not None:
-            parts = [
-                t[:, :, max(r0, a) - a : min(r1, a + t.shape[2]) - a]
-                for a, t in self.bands
-                if a < r1 and r0 < a + t.shape[2]
-            ]
-            return parts[0] if len(parts) == 1 else torch.cat(parts, 2)
+        if self.mem is not None:
+            return self.mem[:, :, r0:r1]
+        # A view of the file's pages (no copy; unmapped when the last view is dropped), so a mapped band
+        # counts in the resident set only while it is in use.
+        return self._map(r0, r1).transpose(0, 1).unsqueeze(0)
+
+    def _map(self, r0: int, r1: int) -> torch.Tensor:
+        """Rows [r0, r1) of the file as a writable (rows, C, W) tensor over a shared memory map."""
         c, w = self.shape
-        rows = torch.empty(r1 - r0, c, w, dtype=self.dtype)
-        buf = memoryview(_as_bytes(rows)).cast("B")
-        done, off = 0, r0 * self._row_bytes()
-        while done < len(buf):
-            n = os.preadv(self.fd, [buf[done:]], off + done)
-            if n <= 0:
-                raise OSError(f"short read from {self.path}")
-            done += n
-        return rows.transpose(0, 1).unsqueeze(0).contiguous()
+        rb = self._row_bytes()
+        start = r0 * rb
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        mm = mmap.mmap(self.fd, r1 * rb - base, offset=base, flags=mmap.MAP_SHARED | _POPULATE)
+        a = np.frombuffer(mm, dtype=np.uint8, count=(r1 - r0) * rb, offset=start - base)
+        t = torch.from_numpy(a)
+        return t.view(self.dtype).view(r1 - r0, c, w)
 
     def full(self) -> torch.Tensor:
         return self.read(0, self.height)
@@ -113,16 +115,11 @@ class Stored:
         return [self]
 
     def release(self) -> None:
-        self.bands = None
+        self.mem = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
             self.path.unlink(missing_ok=True)
-
-
-def _as_bytes(t: torch.Tensor):
-    """A numpy view of ``t``'s memory (bf16 has no numpy type: viewed as int16)."""
-    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 class Computed:
@@ -147,10 +144,36 @@ class Added:
         self.a, self.b, self.height = a, b, a.height
 
     def read(self, r0: int, r1: int) -> torch.Tensor:
-        return self.a.read(r0, r1) + self.b.read(r0, r1)
+        a, b = self.a.read(r0, r1), self.b.read(r0, r1)
+        # Into a contiguous tensor even when a band is a strided view of a mapped file (convs would copy).
+        out = torch.empty(a.shape, dtype=torch.promote_types(a.dtype, b.dtype))
+        return torch.add(a, b, out=out)
 
     def leaves(self) -> list[Stored]:
         return self.a.leaves() + self.b.leaves()
+
+
+class _Moments:
+    """Per-channel mean and variance of (1, C, rows, W) bands, accumulated in fp64. Sums are taken about
+    a per-channel shift (the first band's mean) so that fp32 band sums lose nothing to a large mean;
+    much faster than torch.var_mean on this layout."""
+
+    def __init__(self) -> None:
+        self.n, self.shift, self.s1, self.s2 = 0, None, 0.0, 0.0
+
+    def add(self, y: torch.Tensor) -> None:
+        y = y.float()
+        nb = y.shape[2] * y.shape[3]
+        if self.shift is None:
+            self.shift = y.sum((2, 3), keepdim=True) / nb
+        d = y - self.shift
+        self.s1 = self.s1 + d.sum((2, 3), keepdim=True).double()
+        self.s2 = self.s2 + torch.linalg.vector_norm(d, dim=(2, 3), keepdim=True).double() ** 2
+        self.n += nb
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.s1 / self.n
+        return self.shift.double() + m, (self.s2 / self.n - m * m).clamp_min(0)
 
 
 def _then(src, pending: list[Node]):
@@ -188,35 +211,31 @@ class Executor:
     @torch.no_grad()
     def sweep(self, src, stats: bool = False, keep_max: float = -1, into=None) -> tuple:
         """One pass over ``src``: per-channel (mean, var) in fp64 if ``stats``; the rows kept in a new
-        Stored if the whole activation has at most ``keep_max`` elements, or written to ``into`` (as
-        float32). Returns (stats or None, the Stored written or None)."""
+        Stored if the whole activation has at most ``keep_max`` elements or fits in the memory left, or
+        written to ``into`` (as float32). Returns (stats or None, the Stored written or None)."""
         self.passes += 1
         h, step = src.height, self.band_rows(src.height)
-        n, mean, m2, store = 0, None, None, into
+        acc, store = _Moments(), into
         for r0 in range(0, h, step):
             with self.ctx():
                 y = src.read(r0, min(h, r0 + step))
-            if r0 == 0 and into is None and y[0, :, :1].numel() * h <= keep_max:
-                store = self.new_store(h, y[0, :, :1].numel() * h * y.element_size())
+            numel = y[0, :, :1].numel() * h
+            if (
+                r0 == 0
+                and into is None
+                and (numel <= keep_max or numel * y.element_size() <= self.memory_left)
+            ):
+                store = self.new_store(h, numel * y.element_size())
             if store is not None:
                 store.write(r0, y.float() if into is not None else y)
             if stats:
-                nb = y.shape[2] * y.shape[3]
-                v, m = torch.var_mean(y.float(), dim=(2, 3), keepdim=True, correction=0)
-                m, v = m.double(), v.double()
-                if mean is None:
-                    mean, m2 = m, v * nb
-                else:  # Chan et al.: merge two (count, mean, M2) summaries
-                    d = m - mean
-                    mean = mean + d * (nb / (n + nb))
-                    m2 = m2 + v * nb + d * d * (n * nb / (n + nb))
-                n += nb
-        return ((mean, m2 / n) if stats else None), store
+                acc.add(y)
+        return (acc.result() if stats else None), store
 
     def release_unused(self, keep: list) -> None:
         needed = {id(s) for src in keep for s in src.leaves()}
         for s in [s for s in self.live if id(s) not in needed]:
-            if s.bands is not None:
+            if s.mem is not None:
                 self.memory_left += s.nbytes()
             s.release()
             self.live.remove(s)
@@ -227,11 +246,12 @@ class Executor:
         pending: list[Node] = []
         for k, node in enumerate(nodes):
             if isinstance(node, Norm) and node.stats is None:
-                # Keep it when no larger than what this pass reads, or when a block's input follows.
+                # Keep it when no larger than what this pass reads, when a block's input follows, or when
+                # it fits in the memory left (sweep).
                 limit = (
                     math.inf
                     if _next_block_has_norms(nodes[k + 1 :])
-                    else max(s.numel() for s in cur.leaves())
+                    else sum(s.numel() for s in cur.leaves())
                 )
                 node.stats, store = self.sweep(_then(cur, pending), True, limit)
                 if store is not None:
