@@ -86,24 +86,27 @@ class Stored:
         if self.mem is not None:
             self.mem[:, :, r0 : r0 + y.shape[2]] = y
             return
-        self._map(r0, r0 + y.shape[2]).copy_(y[0].transpose(0, 1))  # one copy, into the page cache
+        self._map(r0, r0 + y.shape[2], False).copy_(y[0].transpose(0, 1))  # one copy, into the page cache
 
     def read(self, r0: int, r1: int) -> torch.Tensor:
         """Rows [r0, r1) as (1, C, r1 - r0, W); may be a view of kept memory (do not modify it)."""
         assert self.shape is not None, "read before write"
         if self.mem is not None:
             return self.mem[:, :, r0:r1]
-        # A view of the file's pages (no copy; unmapped when the last view is dropped), so a mapped band
-        # counts in the resident set only while it is in use.
-        return self._map(r0, r1).transpose(0, 1).unsqueeze(0)
+        # One copy out of the file's pages (the mapping is dropped at once, so the resident set holds
+        # only the bands in use); contiguous, as the layers reading it work fastest on.
+        return self._map(r0, r1, True).transpose(0, 1).unsqueeze(0).contiguous()
 
-    def _map(self, r0: int, r1: int) -> torch.Tensor:
-        """Rows [r0, r1) of the file as a writable (rows, C, W) tensor over a shared memory map."""
+    def _map(self, r0: int, r1: int, populate: bool) -> torch.Tensor:
+        """Rows [r0, r1) of the file as a writable (rows, C, W) tensor over a shared memory map
+        (``populate``: fault all its pages in at once; faster for reading, slower for fresh writes)."""
         c, w = self.shape
         rb = self._row_bytes()
         start = r0 * rb
         base = start - start % mmap.ALLOCATIONGRANULARITY
-        mm = mmap.mmap(self.fd, r1 * rb - base, offset=base, flags=mmap.MAP_SHARED | _POPULATE)
+        mm = mmap.mmap(
+            self.fd, r1 * rb - base, offset=base, flags=mmap.MAP_SHARED | (_POPULATE if populate else 0)
+        )
         a = np.frombuffer(mm, dtype=np.uint8, count=(r1 - r0) * rb, offset=start - base)
         t = torch.from_numpy(a)
         return t.view(self.dtype).view(r1 - r0, c, w)
@@ -162,18 +165,23 @@ class _Moments:
         self.n, self.shift, self.s1, self.s2 = 0, None, 0.0, 0.0
 
     def add(self, y: torch.Tensor) -> None:
-        y = y.float()
         nb = y.shape[2] * y.shape[3]
-        if self.shift is None:
-            self.shift = y.sum((2, 3), keepdim=True) / nb
-        d = y - self.shift
+        if y.dtype != torch.float32:
+            # bf16 (autocast) values carry 3 significant digits: unshifted fp32 sums of them are exact
+            # enough. One fp32 copy of the band (reductions with dtype= would each make their own).
+            self.shift, d = 0.0, y.float()
+        else:
+            if self.shift is None:
+                self.shift = y.sum((2, 3), keepdim=True) / nb
+            d = y - self.shift
         self.s1 = self.s1 + d.sum((2, 3), keepdim=True).double()
         self.s2 = self.s2 + torch.linalg.vector_norm(d, dim=(2, 3), keepdim=True).double() ** 2
         self.n += nb
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.s1 / self.n
-        return self.shift.double() + m, (self.s2 / self.n - m * m).clamp_min(0)
+        shift = self.shift.double() if isinstance(self.shift, torch.Tensor) else self.shift
+        return shift + m, (self.s2 / self.n - m * m).clamp_min(0)
 
 
 def _then(src, pending: list[Node]):
@@ -190,9 +198,9 @@ def _cheap(src) -> bool:
 class Executor:
     """Runs one layer tree band by band over one image; scratch activations live under ``folder``."""
 
-    def __init__(self, band_pixels: int, in_rows: int, in_width: int, folder: Path, memory_bytes: int, ctx):
+    def __init__(self, band_pixels: int, in_rows: int, in_width: int, folder: Path, memory_bytes: int):
         self.band_pixels, self.in_rows, self.in_width = band_pixels, in_rows, in_width
-        self.folder, self.memory_left, self.ctx = folder, memory_bytes, ctx
+        self.folder, self.memory_left = folder, memory_bytes
         self.live: list[Stored] = []
         self.passes = 0
 
@@ -217,8 +225,7 @@ class Executor:
         h, step = src.height, self.band_rows(src.height)
         acc, store = _Moments(), into
         for r0 in range(0, h, step):
-            with self.ctx():
-                y = src.read(r0, min(h, r0 + step))
+            y = src.read(r0, min(h, r0 + step))
             numel = y[0, :, :1].numel() * h
             if (
                 r0 == 0
@@ -292,15 +299,16 @@ def run_banded(
     Every norm whose ``stats`` are unset gets the whole image's statistics, as the untiled network would
     compute them (one pass each); norms with ``stats`` set use those. Scratch activations stay in memory
     up to ``memory_bytes`` in all, the rest go to files in ``scratch_dir`` (default: the system temp
-    folder), removed at the end. ``ctx`` wraps each band's computation (e.g. autocast). Returns the
+    folder), removed at the end. ``ctx`` wraps the computation (e.g. autocast). Returns the
     output (1, C_out, H', W') in float32 and the number of passes over the image."""
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"band-by-band inference takes one image (1, C, H, W), got {tuple(x.shape)}")
     src = Stored.of(x)
     with tempfile.TemporaryDirectory(prefix="ganlab-tiles-", dir=scratch_dir) as folder:
-        ex = Executor(band_pixels, x.shape[2], x.shape[3], Path(folder), memory_bytes, ctx)
-        out_src = ex.plan(tree.nodes, src, [src])
-        out = ex.sweep(out_src, into=Stored(out_src.height, None))[1]
+        ex = Executor(band_pixels, x.shape[2], x.shape[3], Path(folder), memory_bytes)
+        with ctx():  # once for the whole run: autocast then casts each weight once, not once per band
+            out_src = ex.plan(tree.nodes, src, [src])
+            out = ex.sweep(out_src, into=Stored(out_src.height, None))[1]
         ex.release_unused([])
     return out.full(), ex.passes
 
