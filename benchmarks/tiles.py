@@ -206,7 +206,7 @@ def main() -> None:
     ap.add_argument("--image", help="picture to use (default: an installed wallpaper photo)")
     ap.add_argument("--run", help="approx: a trained CycleGAN run to use instead of random resnet9")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--memory", type=int, default=512, help="exact/approx: in-memory scratch budget, MB")
+    ap.add_argument("--memory", type=int, default=1536, help="exact/approx: in-memory scratch budget, MB")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--tmp", help="big: folder for the pictures and outputs (default: system temp)")
     ap.add_argument("--pieces-first", action="store_true", help="big: run the untiled pieces first")

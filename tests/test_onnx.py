@@ -121,3 +121,29 @@ def test_missing_extra_is_a_clear_error(monkeypatch, tmp_path: Path, capsys) -> 
         main(["translate", "--onnx", str(tmp_path / "m.onnx"), str(img), "--out", str(tmp_path / "o")]) == 2
     )
     assert "ganlab[export]" in capsys.readouterr().err
+
+
+def test_sr_export_cli(tmp_path: Path, capsys) -> None:
+    from ganlab.core.checkpoint import save_checkpoint
+    from ganlab.core.config import to_dict
+    from ganlab.core.rundir import RunDir
+    from ganlab.sr.config import build_sr_config
+
+    cfg = build_sr_config("srresnet-small", overrides={"model": {"scale": 2, "hidden": 4, "n_residual": 1}})
+    run = RunDir(tmp_path / "run")
+    run.create()
+    run.write_config(cfg)
+    path = run.checkpoint_path(1)
+    meta = {"task": "sr", "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
+    save_checkpoint(path, {"generator": wake(SRResNet(cfg.model))}, meta)
+    run.set_latest(path, 1, 0)
+    out = tmp_path / "sr.onnx"
+    assert main(["sr", "export", "--run", str(run.root), "--out", str(out)]) == 0
+    diff = float(capsys.readouterr().out.split("max abs difference")[1])
+    assert diff <= 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["ganlab.task"] == "sr" and json.loads(meta["ganlab.config"])["model"]["scale"] == 2
+    # An SR file run by `translate --onnx` upscales.
+    Image.new("RGB", (9, 7), (200, 30, 90)).save(tmp_path / "x.png")
+    assert main(["translate", "--onnx", str(out), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 0
+    assert Image.open(tmp_path / "o" / "x.png").size == (18, 14)

@@ -184,6 +184,37 @@ class _Moments:
         return shift + m, (self.s2 / self.n - m * m).clamp_min(0)
 
 
+class Tee:
+    """``src``, kept on the way: the first pass that reads it (top to bottom, with context rows) writes
+    each row once into a new Stored; later reads come from that store. A residual block's input is so
+    kept by the block's first pass instead of by a pass of its own."""
+
+    def __init__(self, src, ex: Executor) -> None:
+        self.src, self.ex, self.height = src, ex, src.height
+        self.store: Stored | None = None
+        self.done = 0  # rows [0, done) are written
+
+    def read(self, r0: int, r1: int) -> torch.Tensor:
+        if self.done == self.height:
+            return self.store.read(r0, r1)
+        if r0 > self.done:
+            raise AssertionError(f"rows {self.done}..{r0} were never read")
+        y = self.src.read(r0, r1)
+        if self.store is None:
+            self.store = self.ex.new_store(self.height, y[0, :, :1].numel() * self.height * y.element_size())
+        if r1 > self.done:
+            self.store.write(self.done, y[:, :, self.done - r0 :])
+            self.done = r1
+        return y
+
+    def leaves(self) -> list[Stored]:
+        return (
+            [self.store]
+            if self.done == self.height
+            else self.src.leaves() + ([self.store] if self.store else [])
+        )
+
+
 def _then(src, pending: list[Node]):
     return Computed(src, Chain(pending)) if pending else src
 
@@ -268,10 +299,11 @@ class Executor:
                     pending.append(node)
             elif isinstance(node, Residual) and any(n.stats is None for n in node.norms()):
                 x = _then(cur, pending)
-                if not _cheap(x):
-                    x = self.sweep(x, keep_max=math.inf)[1]
-                    self.release_unused([x, *pinned])
+                if not _cheap(x):  # keep the block's input, written by the first pass that reads it
+                    x = Tee(x, self)
                 body = self.plan(node.body.nodes, x, [x, *pinned])
+                if isinstance(x, Tee) and x.done != x.height:
+                    raise AssertionError("a residual block's first pass did not read its whole input")
                 cur, pending = Added(x, body), []
             else:
                 pending.append(node)
@@ -292,7 +324,7 @@ def run_banded(
     x: torch.Tensor,
     band_pixels: int = 1 << 20,
     scratch_dir: str | Path | None = None,
-    memory_bytes: int = 512 << 20,
+    memory_bytes: int = 1536 << 20,
     ctx: Context = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, int]:
     """``tree`` applied to (1, C, H, W) ``x`` band by band (bands of about ``band_pixels`` input pixels).

@@ -38,7 +38,7 @@ def translate_seamless(
     stats: str = "exact",
     ctx: Context = contextlib.nullcontext,
     scratch_dir: str | Path | None = None,
-    memory_bytes: int = 512 << 20,
+    memory_bytes: int = 1536 << 20,
 ) -> torch.Tensor:
     """g(x) for (1, 3, H, W) ``x``, computed in full-width bands of about tile x tile pixels with the
     ``stats`` mode ``exact`` or ``approx`` (see the module docstring). Returns (1, 3, H, W) float32."""
