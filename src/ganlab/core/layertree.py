@@ -124,8 +124,8 @@ class Local(Node):
                 hi += 1  # the band's last output row must reach o1 - 1
             return _clip(lo, hi, h)
         if self.kind == "pad":
-            # The rows the padded rows [o0, o1) copy; at least max(top, bottom) + 1 of them, since the
-            # layer pads the band itself (reflection needs more rows than it pads).
+            # The rows the padded rows [o0, o1) copy; at least max(top, bottom) + 1 of them, since a band
+            # at the image's edge is padded there (reflection needs more rows than it pads).
             rows = [self._pad_source(j, h) for j in range(o0, min(o1, self.top))]
             rows += [self._pad_source(j, h) for j in range(max(o0, h + self.top), o1)]
             lo, hi = max(o0, self.top) - self.top, min(o1, h + self.top) - self.top

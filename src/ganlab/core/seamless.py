@@ -8,18 +8,21 @@ shifts). Recomputing everything below each norm layer for every norm layer would
 once. Each *pass* sweeps full-width bands of rows over the whole image, computing one short stretch of
 layers (usually one conv) from the last kept activation, with just the context rows that stretch needs;
 it accumulates the per-channel sums the next norm layer needs and may keep its result, as a scratch
-activation in memory or in a file of rows on disk (fp32, or bf16 under bf16 autocast). A norm layer whose
-statistics are known is point-wise, so it is applied when the next pass reads. Which activations are kept:
-- the input of a residual block (read twice: by the block's body and by its skip), and
-- a norm layer's input when it is no larger than what its pass reads (deep, narrow activations); wide,
-  shallow ones (the first full-resolution layers) are recomputed from the input instead, which is cheap
-  because they are few and thin.
-Every layer is then computed about once (the thin full-resolution layers two or three times) and the
-scratch traffic is a few reads and writes of the narrow activations per residual block.
+activation in memory (up to a budget) or in a file of rows on disk, memory-mapped a band at a time (fp32,
+or bf16 under bf16 autocast). A norm layer whose statistics are known is point-wise, so it is applied
+when the next pass reads. Which activations are kept:
+- the input of a residual block (read twice: by the block's body and by its skip), written by the
+  block's first pass as it reads it (:class:`Tee`), and
+- a norm layer's input when it is no larger than what its pass reads (deep, narrow activations), or fits
+  in the memory budget left; wide, shallow ones (the first full-resolution layers) are recomputed from
+  the input instead, which is cheap because they are few and thin.
+So there is one pass per norm layer plus one for the output, every layer is computed about once (the thin
+full-resolution ones two or three times), and the scratch traffic is three writes and reads of the
+narrow activations per residual block.
 
 :func:`approx_stats` is the cheap alternative: the statistics of a downscaled copy, after which every
-norm layer is point-wise and plain overlapping tiles with the receptive radius as context are exact for
-those statistics.
+norm layer is point-wise and :func:`run_banded` needs a single pass (each band then carries the context
+rows of the whole network's receptive field) and no scratch.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import mmap
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +230,20 @@ def _cheap(src) -> bool:
     )
 
 
+@dataclass
+class RunInfo:
+    """What a banded run did: passes over the image, and the most scratch held at once (bytes)."""
+
+    passes: int = 0
+    peak_memory: int = 0
+    peak_disk: int = 0
+
+    def note(self, live: list[Stored], new_bytes: int, in_memory: bool) -> None:
+        mem = sum(s.nbytes() for s in live if s.folder is None) + new_bytes * in_memory
+        disk = sum(s.nbytes() for s in live if s.folder is not None) + new_bytes * (not in_memory)
+        self.peak_memory, self.peak_disk = max(self.peak_memory, mem), max(self.peak_disk, disk)
+
+
 class Executor:
     """Runs one layer tree band by band over one image; scratch activations live under ``folder``."""
 
@@ -233,7 +251,7 @@ class Executor:
         self.band_pixels, self.in_rows, self.in_width = band_pixels, in_rows, in_width
         self.folder, self.memory_left = folder, memory_bytes
         self.live: list[Stored] = []
-        self.passes = 0
+        self.info = RunInfo()
 
     def band_rows(self, height: int) -> int:
         """Rows per band at an activation ``height`` rows tall: about ``band_pixels`` input pixels."""
@@ -245,6 +263,7 @@ class Executor:
         if in_memory:
             self.memory_left -= nbytes_hint
         self.live.append(s)
+        self.info.note(self.live, nbytes_hint, in_memory)
         return s
 
     @torch.no_grad()
@@ -252,7 +271,7 @@ class Executor:
         """One pass over ``src``: per-channel (mean, var) in fp64 if ``stats``; the rows kept in a new
         Stored if the whole activation has at most ``keep_max`` elements or fits in the memory left, or
         written to ``into`` (as float32). Returns (stats or None, the Stored written or None)."""
-        self.passes += 1
+        self.info.passes += 1
         h, step = src.height, self.band_rows(src.height)
         acc, store = _Moments(), into
         for r0 in range(0, h, step):
@@ -326,13 +345,13 @@ def run_banded(
     scratch_dir: str | Path | None = None,
     memory_bytes: int = 1536 << 20,
     ctx: Context = contextlib.nullcontext,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, RunInfo]:
     """``tree`` applied to (1, C, H, W) ``x`` band by band (bands of about ``band_pixels`` input pixels).
     Every norm whose ``stats`` are unset gets the whole image's statistics, as the untiled network would
     compute them (one pass each); norms with ``stats`` set use those. Scratch activations stay in memory
     up to ``memory_bytes`` in all, the rest go to files in ``scratch_dir`` (default: the system temp
     folder), removed at the end. ``ctx`` wraps the computation (e.g. autocast). Returns the
-    output (1, C_out, H', W') in float32 and the number of passes over the image."""
+    output (1, C_out, H', W') in float32 and what the run did (passes, peak scratch)."""
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"band-by-band inference takes one image (1, C, H, W), got {tuple(x.shape)}")
     src = Stored.of(x)
@@ -342,7 +361,7 @@ def run_banded(
             out_src = ex.plan(tree.nodes, src, [src])
             out = ex.sweep(out_src, into=Stored(out_src.height, None))[1]
         ex.release_unused([])
-    return out.full(), ex.passes
+    return out.full(), ex.info
 
 
 def run_exact(tree: Chain, x: torch.Tensor, **kwargs) -> torch.Tensor:
