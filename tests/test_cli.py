@@ -21,6 +21,7 @@ EXPECTED_COMMANDS = {
     "sweep",
     "bench",
     "serve",
+    "export",
 }
 
 

@@ -30,10 +30,12 @@ COMMANDS = [
     "sweep",
     "bench",
     "serve",
+    "export",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command ``only`` alone (importing just that command's code)."""
     parser = argparse.ArgumentParser(
         prog="ganlab",
         description="GAN experiments on images: CycleGAN translation and SRGAN super-resolution.",
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback of an error (or set GANLAB_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         importlib.import_module(f"ganlab.cli.{name}").register(sub)
     return parser
 
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `--nproc` relaunches it
     if not getattr(args, "func", None):
@@ -71,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the line, when it is a known one (then only its module is imported: a
+    command starts faster and `translate --onnx` runs without PyTorch)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first not in COMMANDS or {"-h", "--help"} & set(argv[: argv.index(first)]):
+        return None
+    return first
 
 
 def _one_line(e: BaseException) -> str:

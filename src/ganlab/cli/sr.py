@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ganlab.cli.export import add_export_flags, report
 from ganlab.cli.flags import add_config_flags, add_nproc, add_options, add_precision, overrides_from, relaunch
 from ganlab.core import distributed
 from ganlab.core.device import select_device
@@ -66,6 +67,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision(u)
     u.add_argument("--quiet", action="store_true")
     u.set_defaults(func=run_upscale)
+
+    x = ssub.add_parser(
+        "export",
+        help="export an SR run's generator to ONNX (any batch, height and width)",
+        description="Input 'image' (N, 3, h, w) in [0, 1] (sides >= 5), output (N, 3, scale*h, scale*w); "
+        "the run's config is stored as JSON in the metadata entry ganlab.config. "
+        "Needs the export extra: pip install 'ganlab[export]'.",
+    )
+    x.add_argument("--run", required=True, metavar="RUN_DIR")
+    x.add_argument("--checkpoint", default="latest", help="latest or an epoch number")
+    x.add_argument("--out", required=True, metavar="FILE.onnx")
+    add_export_flags(x)
+    x.set_defaults(func=run_export)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -132,3 +146,13 @@ def run_upscale(args: argparse.Namespace) -> int:
     text, code = result.report(args.out)
     print(text, file=sys.stderr if code else sys.stdout)
     return code
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ganlab.sr.export import export_sr_run
+
+    path, diff = export_sr_run(
+        args.run, args.out, checkpoint=args.checkpoint, opset=args.opset, check=args.check
+    )
+    report(path, diff)
+    return 0

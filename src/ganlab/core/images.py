@@ -16,13 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from ganlab.core.errors import ConfigError, GanlabError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so `translate --onnx` runs without it
+    import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -201,14 +203,32 @@ def read_rgb(path: str | Path, limit: int | None = None) -> Image.Image:
 
 def pil_to_tensor(im: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor (3, H, W) in [-1, 1]."""
+    import torch
+
     a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
 
 def tensor_to_pil(t: torch.Tensor) -> Image.Image:
     """Float tensor (3, H, W) in [-1, 1] -> RGB PIL image."""
+    import torch
+
     a = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(a, "RGB")
+
+
+def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+    """Files and folders -> (file, path relative to its root) so outputs mirror folder structure."""
+    out: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += [(f, f.relative_to(p)) for f in list_images(p)]
+        elif p.is_file():
+            out.append((p, Path(p.name)))
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    return out
 
 
 def save_image(im: Image.Image, path: str | Path) -> None:

@@ -17,10 +17,10 @@ from ganlab.core.checkpoint import load_module_state
 from ganlab.core.config import from_dict
 from ganlab.core.device import autocast, resolve_precision
 from ganlab.core.errors import CheckpointError, UserError
-from ganlab.core.images import (
+from ganlab.core.images import (  # collect_inputs: imported from here by callers too
     BatchResult,
     ImageReadError,
-    list_images,
+    collect_inputs,
     pil_to_tensor,
     read_rgb,
     save_image,
@@ -31,7 +31,9 @@ from ganlab.core.rundir import load_run_checkpoint
 from ganlab.core.tiling import tiled_apply
 from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.reference import describe_missing, load_reference, reference_files
+from ganlab.cyclegan.seamless import translate_seamless
 from ganlab.cyclegan.step import build_models
+from ganlab.models.generator import ResnetGenerator
 
 DIRECTIONS = {"a2b": "G_A2B", "b2a": "G_B2A"}
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
@@ -65,27 +67,19 @@ def load_run_models(
     return models, cfg, ckpt.meta
 
 
-def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
-    """Files and folders -> (file, path relative to its root) so outputs mirror folder structure."""
-    out: list[tuple[Path, Path]] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += [(f, f.relative_to(p)) for f in list_images(p)]
-        elif p.is_file():
-            out.append((p, Path(p.name)))
-        else:
-            raise FileNotFoundError(f"input not found: {p}")
-    return out
-
-
 @torch.no_grad()
 def translate_tensor(
-    g: nn.Module, x: torch.Tensor, tile: int | None = None, tile_pad: int = 32, precision: str = "fp32"
+    g: nn.Module,
+    x: torch.Tensor,
+    tile: int | None = None,
+    tile_pad: int = 32,
+    precision: str = "fp32",
+    tile_stats: str = "exact",
 ) -> torch.Tensor:
-    """(1, 3, H, W) in [-1, 1] -> (1, 3, H, W) float. With ``tile``, overlapping tiles bound the memory
-    (InstanceNorm statistics are then per tile, so prefer whole images when they fit). ``precision`` is
-    a resolved one (fp32 or bf16 autocast)."""
+    """(1, 3, H, W) in [-1, 1] -> (1, 3, H, W) float. With ``tile``, pictures larger than a tile are
+    computed piece by piece with bounded memory; ``tile_stats`` says where the instance-norm statistics
+    come from (exact, approx or tile: see ganlab.cyclegan.seamless; ``tile_pad`` is the context margin of
+    the tile mode). ``precision`` is a resolved one (fp32 or bf16 autocast)."""
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         with autocast(t.device, precision):
@@ -94,7 +88,9 @@ def translate_tensor(
     h, w = x.shape[-2:]
     if min(h, w) < MIN_SIDE:
         x = F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
-        return translate_tensor(g, x, tile, tile_pad, precision)[..., :h, :w]
+        return translate_tensor(g, x, tile, tile_pad, precision, tile_stats)[..., :h, :w]
+    if tile and max(x.shape[-2:]) > tile and tile_stats != "tile" and isinstance(g, ResnetGenerator):
+        return translate_seamless(g, x, tile, tile_stats, ctx=lambda: autocast(x.device, precision))
     if tile:
         return tiled_apply(fn, x, tile=tile, pad=tile_pad, scale=1)
     return fn(x)
@@ -140,22 +136,32 @@ class Translator:
         return g
 
     def translate_tensor(
-        self, x: torch.Tensor, direction: str = "a2b", tile: int | None = None, tile_pad: int = 32
+        self,
+        x: torch.Tensor,
+        direction: str = "a2b",
+        tile: int | None = None,
+        tile_pad: int = 32,
+        tile_stats: str = "exact",
     ) -> torch.Tensor:
-        """(N, 3, H, W) in [-1, 1] -> (N, 3, H, W) float on the CPU."""
-        y = translate_tensor(self.generator(direction), x.to(self.device), tile, tile_pad, self.precision)
-        return y.cpu()
+        """(N, 3, H, W) in [-1, 1] -> (N, 3, H, W) float on the CPU (``tile_stats``: see translate_tensor)."""
+        g = self.generator(direction)
+        return translate_tensor(g, x.to(self.device), tile, tile_pad, self.precision, tile_stats).cpu()
 
     def translate(
-        self, image: ImageLike, direction: str = "a2b", tile: int | None = None, tile_pad: int = 32
+        self,
+        image: ImageLike,
+        direction: str = "a2b",
+        tile: int | None = None,
+        tile_pad: int = 32,
+        tile_stats: str = "exact",
     ) -> ImageLike:
         """A PIL image (any mode; RGB out) or an (H, W) / (H, W, 3) array (uint8, uint16, or float in
         [0, 1]; (H, W, 3) of the same dtype out) translated to the same type, at the same size."""
         if isinstance(image, Image.Image):
-            y = self.translate_tensor(pil_to_tensor(to_rgb(image))[None], direction, tile, tile_pad)
-            return tensor_to_pil(y[0])
+            x = pil_to_tensor(to_rgb(image))[None]
+            return tensor_to_pil(self.translate_tensor(x, direction, tile, tile_pad, tile_stats)[0])
         x, back = array_to_tensor(image)
-        return back(self.translate_tensor(x[None], direction, tile, tile_pad)[0])
+        return back(self.translate_tensor(x[None], direction, tile, tile_pad, tile_stats)[0])
 
     def translate_paths(
         self,
@@ -167,6 +173,7 @@ class Translator:
         ext: str = ".png",
         warn: Callable[[str], None] = print,
         progress: bool = True,
+        tile_stats: str = "exact",
     ) -> BatchResult:
         """Translate image files and folders into ``out_dir`` (folders keep their structure; outputs
         take ``ext``). An input that is not a usable image is warned about (one line: file and reason)
@@ -184,7 +191,7 @@ class Translator:
                 warn(f"warning: skipping {e}")
                 result.failed.append((src, str(e).removeprefix(f"{src}: ")))
                 continue
-            y = self.translate_tensor(x, direction, tile, tile_pad)
+            y = self.translate_tensor(x, direction, tile, tile_pad, tile_stats)
             dst = out_dir / rel.with_suffix(ext)
             save_image(tensor_to_pil(y[0]), dst)
             result.written.append(dst)

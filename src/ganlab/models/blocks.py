@@ -76,6 +76,10 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
+    def seamless_parts(self) -> tuple[str, list[nn.Module]]:
+        """For band-by-band execution (ganlab.core.layertree): forward is x + body(x)."""
+        return "residual", [self.body]
+
 
 @torch.no_grad()
 def icnr_(weight: torch.Tensor, scale: int = 2, init=nn.init.kaiming_normal_) -> torch.Tensor:
@@ -116,6 +120,9 @@ class PixelShuffleUp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.conv(self.pad(x)))
 
+    def seamless_parts(self) -> tuple[str, list[nn.Module]]:
+        return "chain", [self.pad, self.conv, self.shuffle]
+
 
 class ResizeConvUp(nn.Module):
     """Nearest x2 then reflect-padded 3x3 conv: (N, C_in, H, W) -> (N, C_out, 2H, 2W)."""
@@ -128,6 +135,9 @@ class ResizeConvUp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.pad(self.up(x)))
+
+    def seamless_parts(self) -> tuple[str, list[nn.Module]]:
+        return "chain", [self.up, self.pad, self.conv]
 
 
 def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True) -> nn.Module:
