@@ -6,7 +6,6 @@ import argparse
 import os
 from typing import Any
 
-from ganlab.core import process_group
 from ganlab.core.config import Option, load_yaml, merge, option_overrides, parse_set
 from ganlab.core.errors import DistributedError, UserError
 
@@ -72,6 +71,8 @@ def relaunch(args: argparse.Namespace) -> int | None:
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m ganlab ARGV`` as ``nproc`` processes on this machine through torchrun
     (``torchrun --standalone --nproc_per_node NPROC -m ganlab ARGV``: one node, a free port)."""
+    from ganlab.core import process_group  # here: `translate --onnx` must not import torch
+
     if process_group.launched():
         raise UserError("--nproc starts torchrun itself: leave it out when running under torchrun")
     if nproc < 1:
