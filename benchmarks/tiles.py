@@ -30,9 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganlab.core.checkpoint import save_checkpoint
-from ganlab.core.config import to_dict
-from ganlab.core.rundir import RunDir
+from ganlab.core.rundir import write_weights_run
 from ganlab.cyclegan.config import build_cyclegan_config
 from ganlab.cyclegan.seamless import translate_seamless
 from ganlab.cyclegan.step import build_models
@@ -149,15 +147,7 @@ def run_child(argv: list[str]) -> dict:
 def make_run(root: Path) -> Path:
     cfg = build_cyclegan_config("resnet9")
     torch.manual_seed(0)
-    models = build_models(cfg)
-    run = RunDir(root)
-    run.create()
-    run.write_config(cfg)
-    path = run.checkpoint_path(1)
-    meta = {"task": "cyclegan", "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
-    save_checkpoint(path, dict(models.items()), meta)
-    run.set_latest(path, 1, 0)
-    return run.root
+    return write_weights_run(root, "cyclegan", cfg, dict(build_models(cfg).items()))
 
 
 def bench_big(args: argparse.Namespace) -> None:

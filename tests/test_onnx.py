@@ -129,21 +129,13 @@ def test_missing_extra_is_a_clear_error(monkeypatch, tmp_path: Path, capsys) -> 
 
 
 def test_sr_export_cli(tmp_path: Path, capsys) -> None:
-    from ganlab.core.checkpoint import save_checkpoint
-    from ganlab.core.config import to_dict
-    from ganlab.core.rundir import RunDir
+    from ganlab.core.rundir import write_weights_run
     from ganlab.sr.config import build_sr_config
 
     cfg = build_sr_config("srresnet-small", overrides={"model": {"scale": 2, "hidden": 4, "n_residual": 1}})
-    run = RunDir(tmp_path / "run")
-    run.create()
-    run.write_config(cfg)
-    path = run.checkpoint_path(1)
-    meta = {"task": "sr", "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
-    save_checkpoint(path, {"generator": wake(SRResNet(cfg.model))}, meta)
-    run.set_latest(path, 1, 0)
+    run = write_weights_run(tmp_path / "run", "sr", cfg, {"generator": wake(SRResNet(cfg.model))})
     out = tmp_path / "sr.onnx"
-    assert main(["sr", "export", "--run", str(run.root), "--out", str(out)]) == 0
+    assert main(["sr", "export", "--run", str(run), "--out", str(out)]) == 0
     diff = float(capsys.readouterr().out.split("max abs difference")[1])
     assert diff <= 1e-4
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}

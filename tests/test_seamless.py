@@ -14,10 +14,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab.cli import main
-from ganlab.core.checkpoint import save_checkpoint
-from ganlab.core.config import to_dict
 from ganlab.core.layertree import layer_tree, receptive_radius
-from ganlab.core.rundir import RunDir
+from ganlab.core.rundir import write_weights_run
 from ganlab.core.seamless import approx_stats, run_banded
 from ganlab.core.tiling import tiled_apply
 from ganlab.cyclegan.config import build_cyclegan_config
@@ -39,15 +37,7 @@ def wake(m: nn.Module, seed: int = 0) -> nn.Module:
 def make_cyclegan_run(root: Path) -> Path:
     """A run directory holding an untrained tiny resnet9-layout CycleGAN with random weights."""
     cfg = build_cyclegan_config("resnet9", overrides={"model": {"hidden": 4, "n_residual": 1}})
-    models = wake(build_models(cfg))
-    run = RunDir(root)
-    run.create()
-    run.write_config(cfg)
-    path = run.checkpoint_path(1)
-    meta = {"task": "cyclegan", "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
-    save_checkpoint(path, dict(models.items()), meta)
-    run.set_latest(path, 1, 0)
-    return run.root
+    return write_weights_run(root, "cyclegan", cfg, dict(wake(build_models(cfg)).items()))
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,7 @@ from PIL import Image
 from torch import nn
 
 from ganlab.cli import main
-from ganlab.core.checkpoint import save_checkpoint
-from ganlab.core.config import to_dict
-from ganlab.core.rundir import RunDir
+from ganlab.core.rundir import write_weights_run
 from ganlab.core.tiling import tiled_apply
 from ganlab.models.sr import SRResNet
 from ganlab.sr.config import build_sr_config
@@ -52,14 +50,7 @@ def test_tiling_is_exact_when_pad_covers_the_receptive_field() -> None:
 def sr_run(tmp_path: Path) -> Path:
     """A run directory holding an untrained tiny x2 generator (upscale only needs a checkpoint)."""
     cfg = build_sr_config("srresnet-small", overrides={"model": {"scale": 2, "hidden": 8, "n_residual": 1}})
-    run = RunDir(tmp_path / "run")
-    run.create()
-    run.write_config(cfg)
-    path = run.checkpoint_path(1)
-    meta = {"task": "sr", "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
-    save_checkpoint(path, {"generator": SRResNet(cfg.model)}, meta)
-    run.set_latest(path, 1, 0)
-    return run.root
+    return write_weights_run(tmp_path / "run", "sr", cfg, {"generator": SRResNet(cfg.model)})
 
 
 def test_upscale_keeps_alpha_gray_16bit_and_names(tmp_path: Path, sr_run: Path) -> None:

@@ -151,6 +151,19 @@ class RunDir:
             p.unlink(missing_ok=True)
 
 
+def write_weights_run(root: str | Path, task: str, cfg: Any, modules: dict[str, Any]) -> Path:
+    """A run directory holding just ``modules`` as epoch 1 of a ``task`` run with config ``cfg`` (no
+    optimizer state): what inference commands need, for weights trained elsewhere or made up in tests."""
+    run = RunDir(root)
+    run.create()
+    run.write_config(cfg)
+    path = run.checkpoint_path(1)
+    meta = {"task": task, "config": to_dict(cfg), "epoch": 1, "step_in_epoch": 0, "global_step": 1}
+    save_checkpoint(path, modules, meta)
+    run.set_latest(path, 1, 0)
+    return run.root
+
+
 def progress_of(path: Path) -> tuple[int, int] | None:
     """(complete epochs, steps into the next) that a checkpoint's name records: epoch_0003 -> (3, 0),
     epoch_0003_step000050 -> (2, 50); None for another name."""
