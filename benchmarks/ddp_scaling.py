@@ -60,7 +60,7 @@ def _steps(args: argparse.Namespace, per_process: int, repeats: int) -> list[flo
         t0 = time.perf_counter()
         losses = train_step(
             nets, opts, a, b, w, t.gan_loss, pools, lambda: autocast(dev, prec), None, t.cycle_blur,
-            fast["batch_g"], fast["batch_d"],
+            fast["batch_g"], fast["batch_d"], huber_beta=t.huber_beta,
         )  # fmt: skip
         float(losses["G_total"])  # wait for the device
         if i >= 2:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ganlab.core.losses import l1
-from ganlab.cyclegan.losses import cycle_l1, gaussian_blur
+from ganlab.cyclegan.losses import gaussian_blur, recon_loss
 
 
 def _checker(shape: tuple[int, ...], amp: float) -> torch.Tensor:
@@ -35,12 +35,33 @@ def test_low_pass_cycle_ignores_fine_texture_but_not_structure() -> None:
     texture = real + _checker(real.shape, 0.2)
     shifted = real + 0.2
     # The exact cycle charges both changes alike; the low-pass cycle only the coarse one.
-    assert float(cycle_l1(texture, real)) == pytest.approx(0.2, abs=1e-5)
-    assert float(cycle_l1(shifted, real)) == pytest.approx(0.2, abs=1e-5)
-    assert float(cycle_l1(texture, real, 2.0)) < 0.01
-    assert float(cycle_l1(shifted, real, 2.0)) == pytest.approx(0.2, abs=1e-4)
-    assert torch.equal(cycle_l1(texture, real), l1(texture, real))
+    assert float(recon_loss(texture, real)) == pytest.approx(0.2, abs=1e-5)
+    assert float(recon_loss(shifted, real)) == pytest.approx(0.2, abs=1e-5)
+    assert float(recon_loss(texture, real, 2.0)) < 0.01
+    assert float(recon_loss(shifted, real, 2.0)) == pytest.approx(0.2, abs=1e-4)
+    assert torch.equal(recon_loss(texture, real), l1(texture, real))
     # Gradients reach the reconstruction through the blur.
     rec = texture.clone().requires_grad_(True)
-    cycle_l1(rec, real, 1.0).backward()
+    recon_loss(rec, real, 1.0).backward()
     assert rec.grad is not None and rec.grad.abs().sum() > 0
+
+
+def test_huber_reconstruction_makes_small_changes_cheap_and_keeps_the_l1_slope_for_large_ones() -> None:
+    torch.manual_seed(0)
+    real = torch.rand(1, 3, 16, 16) * 2 - 1
+    beta = 0.1
+    small = real + 0.01  # inside the quadratic zone
+    large = real + 0.5  # outside it
+    # 0 is plain L1, exactly.
+    assert torch.equal(recon_loss(small, real, 0.0, 0.0), l1(small, real))
+    # Quadratic inside: 0.5 * e^2 / beta, a tenth of L1's 0.01 here.
+    assert float(recon_loss(small, real, 0.0, beta)) == pytest.approx(0.5 * 0.01**2 / beta, rel=1e-4)
+    # Linear outside, L1 minus beta / 2.
+    assert float(recon_loss(large, real, 0.0, beta)) == pytest.approx(0.5 - beta / 2, rel=1e-5)
+    # The gradient of a tiny change is proportional to it (L1: full slope whatever its size).
+    for e in (1e-3, 1e-2):
+        rec = (real + e).requires_grad_(True)
+        recon_loss(rec, real, 0.0, beta).backward()
+        assert float(rec.grad.abs().mean()) * real.numel() == pytest.approx(e / beta, rel=1e-3)
+    # Blur and Huber combine: a fine checker is invisible to the low-pass Huber term too.
+    assert float(recon_loss(real + _checker(real.shape, 0.2), real, 2.0, beta)) < 1e-3

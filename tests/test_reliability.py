@@ -245,8 +245,8 @@ def test_a_nan_loss_skips_the_whole_update_in_both_steps(monkeypatch) -> None:
     args = (models, opts, x, x.flip(-1), Phase(), "lsgan", pools, amp)
     cg.train_step(*args)  # a normal step first: the optimizers have state
     before = _snapshot(models, *opts.values())
-    real = cg.cycle_l1
-    monkeypatch.setattr(cg, "cycle_l1", lambda *a: real(*a) * float("nan"))
+    real = cg.recon_loss
+    monkeypatch.setattr(cg, "recon_loss", lambda *a: real(*a) * float("nan"))
     with pytest.raises(NonFiniteLoss) as err:
         cg.train_step(*args)
     assert {"cycle_A", "cycle_B", "G_total"} <= set(err.value.terms) and "D_A" not in err.value.terms
@@ -266,9 +266,9 @@ def test_a_nan_loss_skips_the_whole_update_in_both_steps(monkeypatch) -> None:
 def test_nan_steps_are_logged_then_stop_the_run(tiny_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     from ganlab.cyclegan import step as cg
 
-    real, calls, bad = cg.cycle_l1, [0], set()
-    monkeypatch.setattr(cg, "cycle_l1", lambda *a: real(*a) * (float("nan") if _count(calls) in bad else 1))
-    bad.update({3})  # the 2nd step's cycle_A (two calls per step)
+    real, calls, bad = cg.recon_loss, [0], set()
+    monkeypatch.setattr(cg, "recon_loss", lambda *a: real(*a) * (float("nan") if _count(calls) in bad else 1))
+    bad.update({5})  # the 2nd step's cycle_A (four calls per step: cycle A, cycle B, identity A, B)
     run = tmp_path / "run"
     assert train(tiny_data, run, "--epochs", "1") == 0
     out = capsys.readouterr().out

@@ -166,6 +166,7 @@ def test_corrupt_files_skipped_with_warning(tiny_data: Path, tmp_path: Path, cap
         (["--set", "train.nope=1"], "unknown config key train.nope"),
         (["--set", "train.gan_loss=wgan"], "valid values: lsgan, vanilla, hinge"),
         (["--set", "train.cycle_blur=-1"], "cycle_blur: must be >= 0"),
+        (["--set", "train.huber_beta=-0.1"], "huber_beta: must be >= 0"),
     ],
 )
 def test_clear_errors(tiny_data: Path, tmp_path: Path, capsys, args: list[str], message: str) -> None:

@@ -57,8 +57,9 @@ def make_step(
 
     def step() -> dict[str, Any]:
         losses = train_step(
-            wrapped, opts, a, b, w, t.gan_loss, pools, amp, aug, t.cycle_blur, batch_g, batch_d
-        )
+            wrapped, opts, a, b, w, t.gan_loss, pools, amp, aug, t.cycle_blur, batch_g, batch_d,
+            huber_beta=t.huber_beta,
+        )  # fmt: skip
         return {k: float(v) for k, v in losses.items()} if plain else losses
 
     return step

@@ -100,9 +100,13 @@ class TrainConfig:
     # Differentiable augmentation of every discriminator input, real and fake (ganlab.core.augment):
     # any of "color", "translation". Off in the documented recipe.
     augment: list[str] = field(default_factory=list)
-    # Gaussian sigma (px) applied to both images of the L1 cycle term: the cycle then keeps structure but
-    # lets a generator drop fine texture instead of hiding it (ganlab.core.losses.cycle_l1). 0: exact.
+    # Gaussian sigma (px) applied to both images of the cycle term: the cycle then keeps structure but
+    # lets a generator drop fine texture instead of hiding it (ganlab.cyclegan.losses.recon_loss). 0: exact.
     cycle_blur: float = 0.0
+    # Cycle and identity terms as Huber (smooth L1) with this beta, in [-1, 1] pixel units: quadratic below
+    # it, L1 above. 0: plain L1 (reference). L1 holds a generator that starts as the identity in place;
+    # with Huber small changes are nearly free (ganlab.cyclegan.losses.recon_loss).
+    huber_beta: float = 0.0
     ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
@@ -147,6 +151,8 @@ class TrainConfig:
             raise ConfigError(f"augment: {e}") from None
         if self.cycle_blur < 0:
             raise ConfigError(f"cycle_blur: must be >= 0 (0 is the exact cycle), got {self.cycle_blur}")
+        if self.huber_beta < 0:
+            raise ConfigError(f"huber_beta: must be >= 0 (0 is plain L1), got {self.huber_beta}")
         if self.pool_size < 0:
             raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
         if self.threads is not None and self.threads < 1:

@@ -1,4 +1,5 @@
-"""CycleGAN's cycle-consistency term, optionally between low-pass versions of both images."""
+"""CycleGAN's reconstruction terms (cycle and identity): L1 or Huber, optionally between low-pass versions
+of both images."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ganlab.core.losses import l1
 from ganlab.models.blocks import separable_filter
@@ -29,12 +31,25 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return separable_filter(x, _gaussian_kernel(float(sigma), x.device))
 
 
-def cycle_l1(rec: torch.Tensor, real: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
-    """L1 cycle-consistency loss, optionally between low-pass versions of both images.
+def recon_loss(
+    rec: torch.Tensor, real: torch.Tensor, blur_sigma: float = 0.0, huber_beta: float = 0.0
+) -> torch.Tensor:
+    """Reconstruction loss of the cycle and identity terms: L1 (the reference), or Huber with
+    ``huber_beta`` > 0, optionally between low-pass versions of both images. rec, real: (N, C, H, W).
 
-    With ``blur_sigma`` > 0 the cycle only asks the generators to keep structure coarser than about
+    With ``blur_sigma`` > 0 the term only asks the generators to keep structure coarser than about
     sigma px. The exact (unblurred) cycle makes a generator that must discard fine texture (a flat-shaded
     style) hide it instead, as a faint high-frequency code its inverse can decode (Chu et al. 2017,
     "CycleGAN, a Master of Steganography", arXiv 1712.02950); with a low-pass cycle there is nothing to
-    hide."""
-    return l1(gaussian_blur(rec.float(), blur_sigma), gaussian_blur(real.float(), blur_sigma))
+    hide.
+
+    Huber (smooth L1): quadratic for per-pixel errors below ``huber_beta`` (in the images' [-1, 1] units),
+    L1 above, with the same slope for large errors. Why: L1's gradient has full size at any non-zero
+    error, so a generator that starts as the identity (``model.global_skip``) is held there: every
+    pixel it changes costs the cycle weight's full slope at once, more than a young discriminator's push.
+    With Huber a small change costs almost nothing, and the generators move toward the style from the
+    first steps (docs/cpu-recipe.md)."""
+    a, b = gaussian_blur(rec.float(), blur_sigma), gaussian_blur(real.float(), blur_sigma)
+    if huber_beta > 0:
+        return F.smooth_l1_loss(a, b, beta=huber_beta)
+    return l1(a, b)

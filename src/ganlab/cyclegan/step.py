@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from ganlab.core.device import Amp
-from ganlab.core.losses import gan_loss, l1
+from ganlab.core.losses import gan_loss
 from ganlab.core.nonfinite import check_finite
 from ganlab.cyclegan.config import CycleGANConfig, Phase, TrainConfig
-from ganlab.cyclegan.losses import cycle_l1
+from ganlab.cyclegan.losses import recon_loss
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
 
@@ -87,12 +87,15 @@ def train_step(
     cycle_blur: float = 0.0,
     batch_g: bool = False,
     batch_d: bool = False,
+    *,
+    huber_beta: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term as a detached
     0-d tensor (read them when logging: reading each one every step waits for the device).
 
     ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike;
-    ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma (losses.cycle_l1).
+    ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma, and ``huber_beta``
+    > 0 makes the cycle and identity terms Huber instead of L1 (losses.recon_loss).
     ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
     concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
@@ -121,11 +124,11 @@ def train_step(
         rec_b = g_ab(fake_a)  # B -> A -> B
         loss_gan_ab = gan_loss(gan_kind, d_b(aug(fake_b)), True, for_discriminator=False)
         loss_gan_ba = gan_loss(gan_kind, d_a(aug(fake_a)), True, for_discriminator=False)
-        loss_cyc_a = cycle_l1(rec_a, real_a, cycle_blur)
-        loss_cyc_b = cycle_l1(rec_b, real_b, cycle_blur)
+        loss_cyc_a = recon_loss(rec_a, real_a, cycle_blur, huber_beta)
+        loss_cyc_b = recon_loss(rec_b, real_b, cycle_blur, huber_beta)
         zero = torch.zeros((), device=real_a.device)
-        loss_idt_a = l1(idt_a, real_a) if idt_a is not None else zero
-        loss_idt_b = l1(idt_b, real_b) if idt_b is not None else zero
+        loss_idt_a = recon_loss(idt_a, real_a, 0.0, huber_beta) if idt_a is not None else zero
+        loss_idt_b = recon_loss(idt_b, real_b, 0.0, huber_beta) if idt_b is not None else zero
     loss_g = (
         w.gan * (loss_gan_ab + loss_gan_ba)
         + w.cycle * (loss_cyc_a + loss_cyc_b)

@@ -165,6 +165,7 @@ class CycleGANTask(TrainTask):
             self.augment,
             t.cycle_blur,
             *self.batch_passes,
+            huber_beta=t.huber_beta,
         )
         if self.ema is not None:
             update_ema(self.ema, self.models, t.ema_decay, global_step)
