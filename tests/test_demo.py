@@ -58,7 +58,7 @@ def test_given_epochs_skip_the_planner(monkeypatch) -> None:
     monkeypatch.setattr(demo_mod, "plan_epochs", fail)
     overrides = {"train": {"epochs": 3, "epochs_decay": 2}}
     cfg = demo_config(Path("d"), 5.0, overrides)
-    _, epochs, decay, left = demo_mod._plan_training(cfg, overrides, 5.0, time.monotonic(), lambda s: None)
+    _, epochs, decay, left, _ = demo_mod._plan_training(cfg, overrides, 5.0, time.monotonic(), lambda s: None)
     assert (epochs, decay) == (3, 2) and 4.9 < left <= 5.0
     cfg = demo_config(Path("d"), 5.0, {"train": {"epochs": 3}})
     assert demo_mod._plan_training(cfg, {"train": {"epochs": 3}}, 5.0, time.monotonic(), print)[1:3] == (3, 0)
@@ -68,8 +68,41 @@ def test_without_epochs_the_planner_fits_the_budget(monkeypatch) -> None:
     monkeypatch.setattr(demo_mod, "measure_step_seconds", lambda cfg, device, steps=3: 0.5)
     overrides = {"train": {"precision": "fp32"}}  # no bf16 measurement
     cfg = demo_config(Path("d"), 10.0, overrides)
-    _, epochs, decay, left = demo_mod._plan_training(cfg, overrides, 10.0, time.monotonic(), lambda s: None)
+    cfg, epochs, decay, left, plan = demo_mod._plan_training(
+        cfg, overrides, 10.0, time.monotonic(), lambda s: None
+    )
     assert (epochs, decay) == plan_epochs(0.5, left, 40)
+    # 0.5 s per step leaves room for more than MIN_STEPS steps: the recipe's batch is kept.
+    assert cfg.train.batch_size == 4 and [t["batch_size"] for t in plan["tried"]] == [4]
+    assert "0.50 s per step of batch 4" in plan["note"]
+
+
+def _step_seconds_by_batch(seconds: dict[int, float]):
+    return lambda cfg, device, steps=3: seconds[cfg.train.batch_size]
+
+
+def test_a_slow_machine_gets_a_smaller_batch_and_the_plan_says_why(monkeypatch) -> None:
+    # 1.2 s per step of 4 fits about 480 steps in 10 minutes, under MIN_STEPS; 0.6 s per step of 2 fits 960.
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", _step_seconds_by_batch({4: 1.2, 2: 0.6, 1: 0.4}))
+    cfg = demo_config(Path("d"), 10.0, {})
+    cfg, epochs, decay, left, plan = demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)
+    assert cfg.train.batch_size == 2
+    assert (epochs + decay) * 40 >= demo_mod.MIN_STEPS
+    assert [t["batch_size"] for t in plan["tried"]] == [4, 2]
+    assert plan["tried"][0]["steps"] < demo_mod.MIN_STEPS
+    assert "batch was lowered to 2" in plan["note"]
+
+
+def test_the_batch_stops_at_one_and_a_user_batch_is_kept(monkeypatch) -> None:
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", _step_seconds_by_batch({4: 9.0, 2: 6.0, 1: 5.0}))
+    cfg = demo_config(Path("d"), 10.0, {})
+    cfg, _, _, _, plan = demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)
+    assert cfg.train.batch_size == 1 and [t["batch_size"] for t in plan["tried"]] == [4, 2, 1]
+    assert "give it more --minutes" in plan["note"]
+    mine = {"train": {"batch_size": 4}}
+    cfg = demo_config(Path("d"), 10.0, mine)
+    cfg, _, _, _, plan = demo_mod._plan_training(cfg, mine, 10.0, time.monotonic(), lambda s: None)
+    assert cfg.train.batch_size == 4 and len(plan["tried"]) == 1
 
 
 def test_plan_epochs_fits_budget() -> None:
@@ -124,6 +157,10 @@ def test_tiny_demo_writes_report_and_eval(tmp_path: Path, monkeypatch) -> None:
     assert html.count("data:image/png;base64,") >= 3  # grid, curves
     assert "oracle affine" in html and "http://" not in html and "https://" not in html
     assert (out / "demo_grid.png").is_file()
+    # The plan is saved with the run and stated in the report.
+    plan = json.loads((out / demo_mod.PLAN_FILE).read_text())
+    assert plan["note"] == "1 + 1 epochs as set (no planning)."
+    assert "Plan: 1 + 1 epochs as set" in html
 
 
 def _iv(mean: float, half: float) -> dict:

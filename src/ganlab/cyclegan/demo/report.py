@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,10 @@ def write_demo_report(run_dir: str | Path, res: dict[str, Any]) -> Path:
         f"{cfg.data.size} px, {secs / 60:.1f} training minutes. Test images: {res.get('n_test_a')} "
         "held-out crops (photos never used in training).</p>"
     )
+    # What the demo measured on this machine and chose (written by ganlab demo; absent for other runs).
+    plan = run_dir / "demo_plan.json"
+    if plan.is_file():
+        summary += f"<p>Plan: {html.escape(json.loads(plan.read_text(encoding='utf-8'))['note'])}</p>"
     extra = {k: res.get(k) for k in EXTRA_KEYS}
     sections = [
         (

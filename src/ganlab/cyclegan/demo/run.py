@@ -8,6 +8,7 @@ evaluates against the ground truth and baselines, and writes a self-contained re
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +33,10 @@ from ganlab.cyclegan.trainer import train
 # The CPU recipe, a config file like any other (with comments on each choice); it layers between the preset
 # and the user's --config files and --set overrides.
 DEMO_RECIPE_FILE = "cyclegan.yaml"
+# Updates the recipe needs to learn: in fixed-step probes it beat the identity clearly after 800 steps of
+# batch 4 (docs/cpu-recipe.md). A machine too slow for that in its budget gets a smaller batch instead.
+MIN_STEPS = 800
+PLAN_FILE = "demo_plan.json"
 
 
 def demo_recipe(name: str = DEMO_RECIPE_FILE) -> dict[str, Any]:
@@ -67,31 +72,64 @@ def plan_epochs(step_seconds: float, minutes: float, steps_per_epoch: int) -> tu
 
 def _plan_training(
     cfg: CycleGANConfig, overrides: dict[str, Any], minutes: float, t_start: float, log: Callable[[str], None]
-) -> tuple[CycleGANConfig, int, int, float]:
-    """(cfg, constant epochs, decay epochs, minutes left) for a ``minutes`` budget started at ``t_start``.
+) -> tuple[CycleGANConfig, int, int, float, dict[str, Any]]:
+    """(cfg, constant epochs, decay epochs, minutes left, plan) for a ``minutes`` budget started at
+    ``t_start``; ``plan`` says what was measured and chosen, for the report.
 
     ``train.epochs`` in ``overrides`` fixes the length (with ``train.epochs_decay``, default 0) and skips
     the measuring. Otherwise the step is timed on this machine (at the precision ``auto`` picks for it) and
-    the epochs are planned to fit what is left of the budget. Either way the budget caps training.
+    the epochs are planned to fit what is left of the budget. When that gives fewer than ``MIN_STEPS``
+    updates, the batch is halved (and the step timed again) until it does or the batch is 1, unless
+    ``train.batch_size`` is in ``overrides``: on a slow machine more, smaller updates learn more than a few
+    large ones. Either way the budget caps training.
     """
     device = select_device(cfg.train.device)
     steps_per_epoch = cfg.train.max_steps_per_epoch or 100
+    precision = resolve_precision(cfg.train.precision, device)
     if "epochs" in overrides.get("train", {}):
         epochs, decay = cfg.train.epochs, cfg.train.epochs_decay
         log(
             f"demo: {epochs} + {decay} epochs of {steps_per_epoch} steps as set, on {device} in "
-            f"{resolve_precision(cfg.train.precision, device)}; the {minutes:g}-minute budget is a cap"
+            f"{precision}; the {minutes:g}-minute budget is a cap"
         )
-        return cfg, epochs, decay, minutes - (time.monotonic() - t_start) / 60
-    step_s = measure_step_seconds(cfg, device)
-    # The time spent so far (data build, measuring) counts against the budget too.
-    left = minutes - (time.monotonic() - t_start) / 60
-    epochs, decay = plan_epochs(step_s, left, steps_per_epoch)
-    log(
-        f"demo: {step_s:.2f} s/step on {device}; {epochs} + {decay} epochs of {steps_per_epoch} steps "
-        f"fit the {minutes:g}-minute budget"
+        plan = {"note": f"{epochs} + {decay} epochs as set (no planning)."}
+        return cfg, epochs, decay, minutes - (time.monotonic() - t_start) / 60, plan
+    batch_fixed = "batch_size" in overrides.get("train", {})
+    tried: list[dict[str, Any]] = []
+    while True:
+        step_s = measure_step_seconds(cfg, device)
+        # The time spent so far (data build, measuring) counts against the budget too.
+        left = minutes - (time.monotonic() - t_start) / 60
+        epochs, decay = plan_epochs(step_s, left, steps_per_epoch)
+        steps = (epochs + decay) * steps_per_epoch
+        tried.append({"batch_size": cfg.train.batch_size, "step_seconds": round(step_s, 4), "steps": steps})
+        if steps >= MIN_STEPS or batch_fixed or cfg.train.batch_size == 1:
+            break
+        cfg.train.batch_size = max(1, cfg.train.batch_size // 2)
+    note = (
+        f"{step_s:.2f} s per step of batch {cfg.train.batch_size} on {device} in {precision}: "
+        f"{epochs} + {decay} epochs of {steps_per_epoch} steps ({steps} steps) fit the {minutes:g}-minute budget."
     )
-    return cfg, epochs, decay, left
+    if len(tried) > 1:
+        first = tried[0]
+        note += (
+            f" At the recipe's batch {first['batch_size']} ({first['step_seconds']:.2f} s per step) only "
+            f"{first['steps']} steps would fit, fewer than the {MIN_STEPS} the recipe needs to learn, so the "
+            f"batch was lowered to {cfg.train.batch_size}."
+        )
+    if steps < MIN_STEPS:
+        note += (
+            f" That is fewer than the {MIN_STEPS} steps the recipe needs to learn: give it more --minutes."
+        )
+    log(f"demo: {note}")
+    plan = {
+        "note": note,
+        "tried": tried,
+        "min_steps": MIN_STEPS,
+        "device": str(device),
+        "precision": precision,
+    }
+    return cfg, epochs, decay, left, plan
 
 
 def run_demo(
@@ -113,7 +151,7 @@ def run_demo(
     data, out = Path(data), Path(out)
     ensure_demo_dataset(data, log=log, **(data_kwargs or {}))
     cfg = demo_config(data, minutes, overrides)
-    cfg, epochs, decay, left = _plan_training(cfg, overrides or {}, minutes, t_start, log)
+    cfg, epochs, decay, left, plan = _plan_training(cfg, overrides or {}, minutes, t_start, log)
     if RunDir(out).has_checkpoint():
         # An earlier demo in this folder: finish it if it was interrupted (same budget), else re-evaluate.
         log(
@@ -129,6 +167,7 @@ def run_demo(
         # The budget covers the whole demo: the time spent so far (data, measuring) is subtracted.
         overrides["train"]["minutes"] = max(left, 0.1)
         result = train(preset=cfg.preset, overrides=overrides, out=out, log=log, progress=progress)
+        (result.run_dir / PLAN_FILE).write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
     res = evaluate_run(result.run_dir, progress=progress)
     report = write_demo_report(result.run_dir, res)
     res["report"] = str(report)
