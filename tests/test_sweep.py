@@ -133,6 +133,37 @@ def test_minutes_budget_counts_as_finished(tiny_data: Path, tmp_path: Path) -> N
     assert lines == ["skip base: finished"]
 
 
+def test_a_grid_may_list_its_configurations() -> None:
+    sweep = parse_sweep(
+        {
+            "base": {"data": "d", "epochs": 1, "model.hidden": 32},
+            "grid": [
+                {"model.n_residual": 2, "model.n_down": 1, "model.hidden": 24},
+                {"model.n_residual": 9, "model.n_down": 2, "model.hidden": 16},
+                {"model.n_residual": 4, "batch_size": 2},  # the other keys keep base:'s values
+            ],
+            "seeds": [0, 1],
+        }
+    )
+    names = [r.name for r in sweep.runs]
+    assert names[:3] == ["n_residual=2,n_down=1,hidden=24,seed=0", "n_residual=9,n_down=2,hidden=16,seed=0",
+                         "n_residual=4,batch_size=2,seed=0"]  # fmt: skip
+    assert len(names) == 6 and sweep.n_configs == 3
+    assert sweep.runs[1].overrides["model"] == {"hidden": 16, "n_residual": 9, "n_down": 2}
+    assert sweep.runs[2].overrides["model"] == {"hidden": 32, "n_residual": 4}
+    assert sweep.runs[2].overrides["train"]["batch_size"] == 2  # shorthands work as in a grid mapping
+    assert list(sweep.grid) == ["model.n_residual", "model.n_down", "model.hidden", "train.batch_size"]
+    assert sweep.grid["model.n_residual"] == [2, 9, 4] and sweep.grid["model.hidden"] == [24, 16]
+    for bad, msg in (
+        ([{"model.n_down": [1, 2]}], "one value per listed configuration"),
+        ([{"model.n_down": 1}, {"model.n_down": 1}], "listed twice"),
+        ([3], "expected a mapping"),
+        ("x", "list configurations"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            parse_sweep({"base": {"data": "d"}, "grid": bad})
+
+
 def test_seeds_expand_each_configuration_and_group_by_name() -> None:
     sweep = parse_sweep(
         {"base": {"data": "d", "epochs": 1}, "grid": {"model.n_down": [1, 2]}, "seeds": [0, 7]}

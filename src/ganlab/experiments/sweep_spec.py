@@ -2,8 +2,9 @@
 
 A sweep file has ``base:`` (what every run shares: shorthand train options such as ``preset``, ``data``,
 ``size``, ``batch_size``, ``epochs``, ``minutes``, plus any config key in dotted or nested form, and
-``config:`` files), ``grid:`` (dotted config key -> list of values), and optionally ``seeds:`` (a list of
-ints: every configuration of the grid runs once per seed) and ``budget:`` (``{minutes: M}`` or
+``config:`` files), ``grid:`` (dotted config key -> list of values: every combination is a configuration;
+or a list of mappings, dotted config key -> value: exactly those configurations), and optionally ``seeds:``
+(a list of ints: every configuration of the grid runs once per seed) and ``budget:`` (``{minutes: M}`` or
 ``{gflops: G}``: the same training budget for every run). Every run's full config is built and validated
 before anything trains, so a typo in the last combination cannot waste the first hour.
 
@@ -211,16 +212,13 @@ def parse_sweep(data: dict[str, Any], path: Path | None = None) -> Sweep:
     grid_in = data.get("grid") or {}
     if not isinstance(base, dict):
         raise SweepError(f"{where}: base: must be a mapping of train options and config keys")
-    if not isinstance(grid_in, dict):
-        raise SweepError(f"{where}: grid: must map config keys to lists of values")
+    combos = _parse_grid(grid_in, where)
+    # Every value each key takes, in order of appearance (what the sweep lists and records).
     grid: dict[str, list[Any]] = {}
-    for key, values in grid_in.items():
-        if not isinstance(values, list) or not values:
-            raise SweepError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
-        canon = _canonical_key(str(key))
-        if canon in grid:
-            raise SweepError(f"{where}: grid: {key} given twice")
-        grid[canon] = values
+    for combo in combos:
+        for k, v in combo.items():
+            if v not in grid.setdefault(k, []):
+                grid[k].append(v)
     nested, files = _base_overrides(base)
     seeds = _parse_seeds(data.get("seeds"), where)
     if seeds is not None and (_get_dotted(nested, "train.seed") is not None or "train.seed" in grid):
@@ -232,24 +230,60 @@ def parse_sweep(data: dict[str, Any], path: Path | None = None) -> Sweep:
         nested = merge(nested, {"train": {"minutes": sweep.budget["minutes"]}})
         if _get_dotted(nested, "train.epochs") is None and "train.epochs" not in grid:
             nested = merge(nested, {"train": {"epochs": BUDGET_EPOCHS}})
-    sweep.runs = _expand(grid, nested, seeds)
+    sweep.runs = _expand(combos, list(grid), nested, seeds)
     return sweep
 
 
-def _expand(grid: dict[str, list[Any]], nested: dict[str, Any], seeds: list[int] | None) -> list[SweepRun]:
-    """One run per combination of the grid, times the seeds (seed-major)."""
-    keys = list(grid)
+def _parse_grid(grid_in: Any, where: str) -> list[dict[str, Any]]:
+    """The configurations of ``grid:`` as dotted key -> value mappings: every combination of a mapping of
+    lists, or the given list of mappings (one configuration each)."""
+    if isinstance(grid_in, dict):
+        grid: dict[str, list[Any]] = {}
+        for key, values in grid_in.items():
+            if not isinstance(values, list) or not values:
+                raise SweepError(f"{where}: grid.{key}: expected a non-empty list of values, got {values!r}")
+            canon = _canonical_key(str(key))
+            if canon in grid:
+                raise SweepError(f"{where}: grid: {key} given twice")
+            grid[canon] = values
+        return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
+    if not isinstance(grid_in, list) or not grid_in:
+        raise SweepError(
+            f"{where}: grid: must map config keys to lists of values, or list configurations (mappings)"
+        )
+    combos = []
+    for i, item in enumerate(grid_in):
+        if not isinstance(item, dict) or not item:
+            raise SweepError(f"{where}: grid[{i}]: expected a mapping of config keys to values, got {item!r}")
+        combo: dict[str, Any] = {}
+        for key, value in item.items():
+            canon = _canonical_key(str(key))
+            if canon in combo:
+                raise SweepError(f"{where}: grid[{i}]: {key} given twice")
+            if isinstance(value, list):
+                raise SweepError(f"{where}: grid[{i}].{key}: one value per listed configuration, got a list")
+            combo[canon] = value
+        if combo in combos:
+            raise SweepError(f"{where}: grid[{i}]: the same configuration is listed twice")
+        combos.append(combo)
+    return combos
+
+
+def _expand(
+    combos: list[dict[str, Any]], keys: list[str], nested: dict[str, Any], seeds: list[int] | None
+) -> list[SweepRun]:
+    """One run per configuration, times the seeds (seed-major). A listed configuration that leaves out
+    one of the keys others set keeps base:'s value for it (its name leaves the key out)."""
     seen: dict[str, int] = {}
     configs: list[SweepRun] = []
-    for combo in itertools.product(*grid.values()) if grid else [()]:
-        values = dict(zip(keys, combo))
+    for values in combos:
         overrides = nested
         for k, v in values.items():
             layer: dict[str, Any] = {}
             _set_dotted(layer, k, v, f"grid.{k}")
             overrides = merge(overrides, layer)
         overrides = _absolute_data_paths(overrides)
-        name = run_name(values, keys) if keys else "base"
+        name = run_name(values, [k for k in keys if k in values]) if values else "base"
         if name in seen:  # distinct values that print alike (1 and "1"): keep folders distinct
             seen[name] += 1
             name = f"{name}_{seen[name]}"
