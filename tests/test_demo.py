@@ -25,6 +25,7 @@ def test_demo_recipe_comes_from_the_shipped_yaml() -> None:
     assert (d.hidden, d.n_layers, d.antialias, d.norm) == (32, 2, True, "batch")
     assert (cfg.data.size, cfg.data.load_size, cfg.data.root) == (64, 128, "data/x")
     assert (t.batch_size, t.lr, t.ema_decay, t.augment, t.cycle_blur) == (4, 2e-4, 0.999, ["channels"], 1.5)
+    assert t.huber_beta == 0.05
     assert (t.max_steps_per_epoch, t.log_every, t.eval_images, t.minutes) == (40, 10, 16, 7.0)
     assert (t.gan_loss, t.disc_lr_coef, t.beta1) == ("lsgan", 1.25, 0.5)  # the documented recipe
 
@@ -82,8 +83,8 @@ def _step_seconds_by_batch(seconds: dict[int, float]):
 
 
 def test_a_slow_machine_gets_a_smaller_batch_and_the_plan_says_why(monkeypatch) -> None:
-    # 1.2 s per step of 4 fits about 480 steps in 10 minutes, under MIN_STEPS; 0.6 s per step of 2 fits 960.
-    monkeypatch.setattr(demo_mod, "measure_step_seconds", _step_seconds_by_batch({4: 1.2, 2: 0.6, 1: 0.4}))
+    # 2 s per step of 4 fits about 280 steps in 10 minutes, under MIN_STEPS; 1.2 s per step of 2 fits 480.
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", _step_seconds_by_batch({4: 2.0, 2: 1.2, 1: 0.8}))
     cfg = demo_config(Path("d"), 10.0, {})
     cfg, epochs, decay, left, plan = demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)
     assert cfg.train.batch_size == 2
@@ -94,7 +95,7 @@ def test_a_slow_machine_gets_a_smaller_batch_and_the_plan_says_why(monkeypatch) 
 
 
 def test_the_batch_stops_at_one_and_a_user_batch_is_kept(monkeypatch) -> None:
-    monkeypatch.setattr(demo_mod, "measure_step_seconds", _step_seconds_by_batch({4: 9.0, 2: 6.0, 1: 5.0}))
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", _step_seconds_by_batch({4: 18.0, 2: 12.0, 1: 9.0}))
     cfg = demo_config(Path("d"), 10.0, {})
     cfg, _, _, _, plan = demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)
     assert cfg.train.batch_size == 1 and [t["batch_size"] for t in plan["tried"]] == [4, 2, 1]
