@@ -103,9 +103,9 @@ class TrainConfig:
     # Gaussian sigma (px) applied to both images of the cycle term: the cycle then keeps structure but
     # lets a generator drop fine texture instead of hiding it (ganlab.cyclegan.losses.recon_loss). 0: exact.
     cycle_blur: float = 0.0
-    # The cycle term as Huber (smooth L1) with this beta, in [-1, 1] pixel units: quadratic below it, L1
-    # above. 0: plain L1 (reference). L1 holds a generator that starts as the identity in place; with Huber
-    # small changes are nearly free (ganlab.cyclegan.losses.recon_loss). The identity term stays L1.
+    # Cycle and identity terms as Huber (smooth L1) with this beta, in [-1, 1] pixel units: quadratic below
+    # it, L1 above. 0: plain L1 (reference). L1 holds a generator that starts as the identity in place;
+    # with Huber small changes are nearly free (ganlab.cyclegan.losses.recon_loss).
     huber_beta: float = 0.0
     ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0

@@ -35,8 +35,7 @@ def recon_loss(
     rec: torch.Tensor, real: torch.Tensor, blur_sigma: float = 0.0, huber_beta: float = 0.0
 ) -> torch.Tensor:
     """Reconstruction loss of the cycle and identity terms: L1 (the reference), or Huber with
-    ``huber_beta`` > 0 (the training step uses it for the cycle term only), optionally between low-pass
-    versions of both images. rec, real: (N, C, H, W).
+    ``huber_beta`` > 0, optionally between low-pass versions of both images. rec, real: (N, C, H, W).
 
     With ``blur_sigma`` > 0 the term only asks the generators to keep structure coarser than about
     sigma px. The exact (unblurred) cycle makes a generator that must discard fine texture (a flat-shaded
@@ -48,8 +47,8 @@ def recon_loss(
     L1 above, with the same slope for large errors. Why: L1's gradient has full size at any non-zero
     error, so a generator that starts as the identity (``model.global_skip``) is held there: every
     pixel it changes costs the cycle weight's full slope at once, more than a young discriminator's push.
-    With a Huber cycle a small change costs almost nothing, and the generators move toward the style from
-    the first steps (docs/cpu-recipe.md). The identity term keeps L1's full slope, which holds colours."""
+    With Huber a small change costs almost nothing, and the generators move toward the style from the
+    first steps (docs/cpu-recipe.md)."""
     a, b = gaussian_blur(rec.float(), blur_sigma), gaussian_blur(real.float(), blur_sigma)
     if huber_beta > 0:
         return F.smooth_l1_loss(a, b, beta=huber_beta)

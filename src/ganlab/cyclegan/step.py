@@ -95,7 +95,7 @@ def train_step(
 
     ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike;
     ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma, and ``huber_beta``
-    > 0 makes the cycle term Huber instead of L1 (losses.recon_loss); the identity term stays L1.
+    > 0 makes the cycle and identity terms Huber instead of L1 (losses.recon_loss).
     ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
     concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
@@ -127,10 +127,8 @@ def train_step(
         loss_cyc_a = recon_loss(rec_a, real_a, cycle_blur, huber_beta)
         loss_cyc_b = recon_loss(rec_b, real_b, cycle_blur, huber_beta)
         zero = torch.zeros((), device=real_a.device)
-        # Always L1: its full slope at any change is what holds a generator's colours (a Huber identity
-        # term let a colour cast grow over 2,000 steps; docs/cpu-recipe.md).
-        loss_idt_a = recon_loss(idt_a, real_a) if idt_a is not None else zero
-        loss_idt_b = recon_loss(idt_b, real_b) if idt_b is not None else zero
+        loss_idt_a = recon_loss(idt_a, real_a, 0.0, huber_beta) if idt_a is not None else zero
+        loss_idt_b = recon_loss(idt_b, real_b, 0.0, huber_beta) if idt_b is not None else zero
     loss_g = (
         w.gan * (loss_gan_ab + loss_gan_ba)
         + w.cycle * (loss_cyc_a + loss_cyc_b)
