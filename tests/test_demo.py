@@ -72,10 +72,20 @@ def test_without_epochs_the_planner_fits_the_budget(monkeypatch) -> None:
     cfg, epochs, decay, left, plan = demo_mod._plan_training(
         cfg, overrides, 10.0, time.monotonic(), lambda s: None
     )
-    assert (epochs, decay) == plan_epochs(0.5, left, 40)
+    assert (epochs, decay) == plan_epochs(0.5, left, 40, demo_mod.MAX_STEPS)
     # 0.5 s per step leaves room for more than MIN_STEPS steps: the recipe's batch is kept.
     assert cfg.train.batch_size == 4 and [t["batch_size"] for t in plan["tried"]] == [4]
     assert "0.50 s per step of batch 4" in plan["note"]
+    # A fast machine runs at most MAX_STEPS and says it finishes early.
+    monkeypatch.setattr(demo_mod, "measure_step_seconds", lambda cfg, device, steps=3: 0.1)
+    cfg = demo_config(Path("d"), 10.0, overrides)
+    _, epochs, decay, _, plan = demo_mod._plan_training(
+        cfg, overrides, 10.0, time.monotonic(), lambda s: None
+    )
+    assert (epochs + decay) * 40 == demo_mod.MAX_STEPS
+    assert (
+        f"at most {demo_mod.MAX_STEPS} steps" in plan["note"] and "about 1.3 of its minutes" in plan["note"]
+    )
 
 
 def _step_seconds_by_batch(seconds: dict[int, float]):
@@ -112,6 +122,7 @@ def test_plan_epochs_fits_budget() -> None:
     assert steps * 0.5 <= 10 * 60 and steps * 0.5 > 0.6 * 10 * 60
     assert epochs - decay in (0, 1)
     assert plan_epochs(100.0, 0.1, 40) == (1, 1)  # never fewer than 2 epochs
+    assert plan_epochs(0.01, 10, 40, max_steps=800) == (10, 10)  # capped at 800 steps
 
 
 def test_tiny_demo_writes_report_and_eval(tmp_path: Path, monkeypatch) -> None:

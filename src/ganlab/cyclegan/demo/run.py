@@ -38,6 +38,11 @@ DEMO_RECIPE_FILE = "cyclegan.yaml"
 # third more time than 200 of batch 4) gained 0.23 dB: below 400 steps, more and smaller updates learn
 # more. A machine too slow for 400 steps in its budget gets a smaller batch.
 MIN_STEPS = 400
+# Most steps the recipe is planned for. Two 10-minute runs on a fast machine (2,120 steps of batch 4) were
+# best on the per-epoch tiles after 800-840 steps and then drifted in colour (a* +5, b* -5) to 0.8 dB below
+# the identity, while runs planned for 400 and 800 steps gained 0.26-0.30 dB. A faster machine finishes
+# the schedule early instead of drifting.
+MAX_STEPS = 800
 PLAN_FILE = "demo_plan.json"
 
 
@@ -63,12 +68,17 @@ def measure_step_seconds(cfg: CycleGANConfig, device: torch.device, steps: int =
     return median(time_calls({"step": step}, steps, device)["step"])
 
 
-def plan_epochs(step_seconds: float, minutes: float, steps_per_epoch: int) -> tuple[int, int]:
-    """(constant epochs, decay epochs) for ``minutes`` of steps: half constant, half linear decay
-    (reference). The demo's schedule follows the budget (``train.schedule_by: budget``), so these set
-    where the phases fall in the run, not when it ends: a slower machine runs fewer steps of the same
-    schedule."""
-    epochs = max(2, math.floor(minutes * 60 / step_seconds / steps_per_epoch))
+def plan_epochs(
+    step_seconds: float, minutes: float, steps_per_epoch: int, max_steps: int | None = None
+) -> tuple[int, int]:
+    """(constant epochs, decay epochs) for ``minutes`` of steps, at most ``max_steps`` of them: half
+    constant, half linear decay (reference). The demo's schedule follows the budget (``train.schedule_by:
+    budget``), so these set where the phases fall in the run, not when it ends: a slower machine runs fewer
+    steps of the same schedule."""
+    epochs = math.floor(minutes * 60 / step_seconds / steps_per_epoch)
+    if max_steps is not None:
+        epochs = min(epochs, max_steps // steps_per_epoch)
+    epochs = max(2, epochs)
     return math.ceil(epochs / 2), epochs // 2
 
 
@@ -80,10 +90,10 @@ def _plan_training(
 
     ``train.epochs`` in ``overrides`` fixes the length (with ``train.epochs_decay``, default 0) and skips
     the measuring. Otherwise the step is timed on this machine (at the precision ``auto`` picks for it) and
-    the epochs are planned to fit what is left of the budget. When that gives fewer than ``MIN_STEPS``
-    updates, the batch is halved (and the step timed again) until it does or the batch is 1, unless
-    ``train.batch_size`` is in ``overrides``: on a slow machine more, smaller updates learn more than a few
-    large ones. Either way the budget caps training.
+    the epochs are planned to fit what is left of the budget, at most ``MAX_STEPS`` steps. When that gives
+    fewer than ``MIN_STEPS`` updates, the batch is halved (and the step timed again) until it does or the
+    batch is 1, unless ``train.batch_size`` is in ``overrides``: on a slow machine more, smaller updates
+    learn more than a few large ones. Either way the budget caps training.
     """
     device = select_device(cfg.train.device)
     steps_per_epoch = cfg.train.max_steps_per_epoch or 100
@@ -102,7 +112,7 @@ def _plan_training(
         step_s = measure_step_seconds(cfg, device)
         # The time spent so far (data build, measuring) counts against the budget too.
         left = minutes - (time.monotonic() - t_start) / 60
-        epochs, decay = plan_epochs(step_s, left, steps_per_epoch)
+        epochs, decay = plan_epochs(step_s, left, steps_per_epoch, MAX_STEPS)
         steps = (epochs + decay) * steps_per_epoch
         tried.append({"batch_size": cfg.train.batch_size, "step_seconds": round(step_s, 4), "steps": steps})
         if steps >= MIN_STEPS or batch_fixed or cfg.train.batch_size == 1:
@@ -112,6 +122,11 @@ def _plan_training(
         f"{step_s:.2f} s per step of batch {cfg.train.batch_size} on {device} in {precision}: "
         f"{epochs} + {decay} epochs of {steps_per_epoch} steps ({steps} steps) fit the {minutes:g}-minute budget."
     )
+    if steps >= MAX_STEPS:
+        note += (
+            f" The recipe is planned for at most {MAX_STEPS} steps (longer runs drifted in colour), so the "
+            f"run takes about {steps * step_s / 60:.1f} of its minutes."
+        )
     if len(tried) > 1:
         first = tried[0]
         note += (
