@@ -93,10 +93,9 @@ def train_step(
     """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term as a detached
     0-d tensor (read them when logging: reading each one every step waits for the device).
 
-    ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike;
-    ``cycle_blur`` > 0 compares the cycle's images after a Gaussian blur of that sigma, and ``huber_beta``
-    > 0 makes the cycle and identity terms Huber instead of L1 (losses.recon_loss).
-    ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
+    ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike; with
+    ``cycle_blur`` > 0 the cycle term compares blurred images, with ``huber_beta`` > 0 the cycle and
+    identity terms are Huber, not L1 (losses.recon_loss). ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
     concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
     amp = Amp.of(amp)  # autocast; in fp16 also the loss scaling
