@@ -3,8 +3,10 @@ and a real uvicorn server on 127.0.0.1 in a thread."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -86,3 +88,13 @@ def running_server(app: object) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def load_script(path: Path, name: str):
+    """A script file (benchmarks/, scripts/) imported as module ``name``; registered in sys.modules first,
+    because dataclasses look their module up there."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module

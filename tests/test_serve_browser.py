@@ -3,8 +3,6 @@ browser download is not used). Skipped, with the reason, only where playwright o
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,17 +15,13 @@ pytest.importorskip("playwright", reason="playwright for Python is not installed
 from ganlab.serve.app import create_app  # noqa: E402
 from ganlab.serve.models import load_models  # noqa: E402
 
-from .serve_util import make_cyclegan_run, make_sr_run, png_bytes, running_server  # noqa: E402
+from .serve_util import load_script, make_cyclegan_run, make_sr_run, png_bytes, running_server  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "serve_screenshot.py"
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("serve_screenshot", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("serve_screenshot", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "serve_screenshot")
 
 
 def test_page_upscales_an_upload_and_shows_api_errors(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ memory does not grow with the number of requests. Latency is printed, not assert
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,13 @@ import pytest
 pytest.importorskip("fastapi", reason="ganlab serve needs the serve extra (fastapi)")
 pytest.importorskip("uvicorn", reason="ganlab serve needs the serve extra (uvicorn)")
 
-from .serve_util import make_cyclegan_run  # noqa: E402
+from .serve_util import load_script, make_cyclegan_run  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("serve_load", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("serve_load", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "serve_load")
 
 
 def test_load_answers_200_or_503_and_memory_stays_flat(tmp_path: Path) -> None:

@@ -23,14 +23,17 @@ for InstanceNorm layers that do not use them (reference issue #318): they are dr
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import torch
+from torch import nn
 
 from ganlab.core.errors import CheckpointError
 from ganlab.models.discriminator import PatchGANConfig, PatchGANDiscriminator
 from ganlab.models.generator import GeneratorConfig, ResnetGenerator
 
 StateDict = dict[str, torch.Tensor]
+M = TypeVar("M", bound=nn.Module)
 
 REFERENCE_DROPOUT = 0.5  # the reference's nn.Dropout(0.5) in every residual block (--no_dropout off)
 _NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
@@ -153,21 +156,21 @@ def _as_float(sd: StateDict) -> StateDict:
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
+def _load(model: M, sd: StateDict, norm: str, what: str) -> M:
+    """``model`` holding the renamed reference weights ``sd``; a clear error when they do not fit."""
+    mapped = _renamed(sd, norm)
+    _check_fits(model.state_dict(), mapped, what)
+    model.load_state_dict(_as_float(mapped))
+    return model
+
+
 def load_generator(sd: StateDict) -> ResnetGenerator:
     """A ganlab ResnetGenerator holding the weights of a reference ResnetGenerator state dict."""
     cfg = generator_config(sd)
-    model = ResnetGenerator(cfg)
-    mapped = _renamed(sd, cfg.norm)
-    _check_fits(model.state_dict(), mapped, "reference ResnetGenerator")
-    model.load_state_dict(_as_float(mapped))
-    return model.eval()
+    return _load(ResnetGenerator(cfg), sd, cfg.norm, "reference ResnetGenerator").eval()
 
 
 def load_discriminator(sd: StateDict) -> PatchGANDiscriminator:
     """A ganlab PatchGANDiscriminator holding the weights of a reference NLayerDiscriminator."""
     cfg = discriminator_config(sd)
-    model = PatchGANDiscriminator(cfg)
-    mapped = _renamed(sd, cfg.norm)
-    _check_fits(model.state_dict(), mapped, "reference NLayerDiscriminator")
-    model.load_state_dict(_as_float(mapped))
-    return model
+    return _load(PatchGANDiscriminator(cfg), sd, cfg.norm, "reference NLayerDiscriminator")
