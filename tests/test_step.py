@@ -76,3 +76,20 @@ def test_fast_path_translation_matches_fp32() -> None:
             fast = g(x.contiguous(memory_format=torch.channels_last)).float()
     to01 = lambda t: ((t[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)  # noqa: E731
     assert psnr(to01(fast), to01(ref)) >= 40.0
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_channels_last_gives_the_same_update(norm: str) -> None:
+    """The trainer's layout on CPU and CUDA (channels_last) vs NCHW: same losses and weights after a step,
+    and the layout survives the step (no layer silently converts back to NCHW)."""
+    cfg, plain = _tiny(norm=norm)
+    fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    losses_plain = _step(cfg, plain, False, False, sgd=True)
+    losses_fast = _step(cfg, fast, False, False, sgd=True)
+    for k in losses_plain:
+        assert float(losses_fast[k]) == pytest.approx(float(losses_plain[k]), rel=1e-4, abs=1e-6), k
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    x = (torch.rand(2, 3, 16, 16) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    y = fast["G_A2B"].net[:-1](x)  # everything but the output conv's 3 channels
+    assert y.is_contiguous(memory_format=torch.channels_last)

@@ -79,8 +79,12 @@ class Local(Node):
         elif isinstance(m, _PADS):
             self.kind = "pad"
             self.top, self.bottom = m.padding[2], m.padding[3]
-            self.mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate"}.get(
-                type(m), "constant"
+            self.mode = (
+                "reflect"
+                if isinstance(m, nn.ReflectionPad2d)
+                else "replicate"
+                if isinstance(m, nn.ReplicationPad2d)
+                else "constant"
             )
         elif isinstance(m, nn.Upsample) and m.mode == "nearest" and m.size is None:
             sf = m.scale_factor if isinstance(m.scale_factor, (int, float)) else m.scale_factor[0]

@@ -83,7 +83,8 @@ def translate_tensor(
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         with autocast(t.device, precision):
-            return g(t).float()
+            # channels_last: 1.4-1.5x faster inference than NCHW on CPU (docs/performance.md).
+            return g(t.contiguous(memory_format=torch.channels_last)).float().contiguous()
 
     h, w = x.shape[-2:]
     if min(h, w) < MIN_SIDE:
@@ -114,7 +115,9 @@ class Translator:
         missing: str = "",
     ) -> None:
         self.device = device or torch.device("cpu")
-        self.generators = {d: g.to(self.device).eval() for d, g in generators.items()}
+        self.generators = {
+            d: g.to(self.device, memory_format=torch.channels_last).eval() for d, g in generators.items()
+        }
         self.cfg, self.source, self._missing = cfg, source, missing
         self.precision = resolve_precision(precision, self.device)
 

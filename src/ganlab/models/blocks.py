@@ -14,7 +14,7 @@ Upsampling methods (each doubles H and W):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ UPSAMPLE_KINDS: tuple[str, ...] = ("pixelshuffle", "pixelshuffle_icnr", "convtra
 def make_norm(kind: NormKind, channels: int) -> nn.Module:
     """InstanceNorm without affine parameters (reference CycleGAN), BatchNorm, or nothing."""
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm(channels, affine=False, track_running_stats=False)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     return nn.Identity()
@@ -46,6 +46,98 @@ def separable_filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+class _ReflectPadFn(torch.autograd.Function):
+    """Reflect padding by p on all four sides of (N, C, H, W), with a backward written as slices and adds:
+    ATen's reflection_pad2d backward scatters element by element and took 3-5x as long (bf16, 2-core
+    AVX-512 CPU; docs/performance.md)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: int) -> torch.Tensor:
+        ctx.p, ctx.hw = p, tuple(x.shape[-2:])
+        return F.pad(x, (p, p, p, p), mode="reflect")
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        h, w = ctx.hw
+        return _reflect_fold(_reflect_fold(g, ctx.p, -1, w), ctx.p, -2, h), None
+
+
+def _reflect_fold(g: torch.Tensor, p: int, dim: int, n: int) -> torch.Tensor:
+    """The gradient of reflect padding along one axis: g has n + 2p entries on ``dim``; the pad copied
+    x[1 + k] to padded[p - 1 - k] and x[n - 2 - k] to padded[p + n + k], so those flow back."""
+    x = g.narrow(dim, p, n).clone()
+    for k in range(p):
+        x.select(dim, 1 + k).add_(g.select(dim, p - 1 - k))
+        x.select(dim, n - 2 - k).add_(g.select(dim, p + n + k))
+    return x
+
+
+class ReflectionPad(nn.ReflectionPad2d):
+    """nn.ReflectionPad2d (same module type for anything that inspects the layers) that pads in the input's
+    dtype, also under autocast, whose CPU policy runs reflection_pad2d in fp32: in a bf16 step that is a
+    cast to fp32 and back around every pad, for an op that only copies values. Equal sides use the faster
+    backward of _ReflectPadFn."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._pad(x)
+        return self._pad(x)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.padding
+        if p.count(p[0]) == 4 and torch.is_grad_enabled() and x.requires_grad:
+            return _ReflectPadFn.apply(x, p[0])
+        return F.pad(x, p, mode="reflect")
+
+
+def _hwc(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in channels_last memory -> the (N, H*W, C) view of the same memory."""
+    n, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).reshape(n, h * w, c)
+
+
+class _InstanceNormCLFn(torch.autograd.Function):
+    """Instance norm (no affine) of a channels_last (N, C, H, W) tensor that stays channels_last, forward
+    and backward. F.instance_norm views its input as (1, N*C, H, W), which copies a channels_last tensor
+    to NCHW and back in every layer; that copying ate the gain of channels_last convolutions."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, eps: float) -> torch.Tensor:
+        n, c, h, w = x.shape
+        # Group norm with one channel per group is instance norm; its CPU kernel keeps channels_last.
+        y, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, h * w, c, eps)
+        ctx.save_for_backward(x, mean, rstd)  # not y: a ReLU(inplace=True) may overwrite it
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # dx = rstd * (g - mean_hw(g) - xhat * mean_hw(g * xhat)), per sample and channel.
+        x, mean, rstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        mean, rstd = mean.view(n, 1, c), rstd.view(n, 1, c)  # (N, 1, C), float32 (float64 for f64)
+        g3 = _hwc(g.contiguous(memory_format=torch.channels_last))  # (N, HW, C)
+        xhat = torch.addcmul((-mean * rstd).to(x.dtype), _hwc(x), rstd.to(x.dtype))
+        mg = g3.sum(1, keepdim=True, dtype=rstd.dtype) / (h * w)
+        mgx = (g3 * xhat).sum(1, keepdim=True, dtype=rstd.dtype) / (h * w)
+        dx = torch.addcmul((-mg * rstd).to(g.dtype), g3, rstd.to(g.dtype))
+        dx.addcmul_(xhat, (-mgx * rstd).to(g.dtype))
+        return dx.view(n, h, w, c).permute(0, 3, 1, 2), None
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d (same type and state for anything that inspects the layers) that keeps a
+    channels_last input channels_last (see _InstanceNormCLFn); other inputs take the usual path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if not cl or self.affine or self.track_running_stats:
+            return super().forward(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _InstanceNormCLFn.apply(x, self.eps)
+        return F.group_norm(x, x.shape[1], eps=self.eps)
+
+
 def conv_bias(norm: NormKind) -> bool:
     # BatchNorm's affine shift makes a conv bias redundant; InstanceNorm here has no affine parameters,
     # so the reference keeps the bias (this is what gives resnet9 its 11,378,179 parameters).
@@ -59,7 +151,7 @@ class ResidualBlock(nn.Module):
         super().__init__()
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(1),
+            ReflectionPad(1),
             nn.Conv2d(channels, channels, 3, bias=bias),
             make_norm(norm, channels),
             nn.ReLU(inplace=True),
@@ -67,7 +159,7 @@ class ResidualBlock(nn.Module):
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers += [
-            nn.ReflectionPad2d(1),
+            ReflectionPad(1),
             nn.Conv2d(channels, channels, 3, bias=bias),
             make_norm(norm, channels),
         ]
@@ -106,7 +198,7 @@ class PixelShuffleUp(nn.Module):
         self, in_ch: int, out_ch: int, icnr: bool = False, bias: bool = True, scale: int = 2
     ) -> None:
         super().__init__()
-        self.pad = nn.ReflectionPad2d(1)
+        self.pad = ReflectionPad(1)
         self.conv = nn.Conv2d(in_ch, out_ch * scale * scale, 3, bias=bias)
         self.shuffle = nn.PixelShuffle(scale)
         if icnr:
@@ -130,7 +222,7 @@ class ResizeConvUp(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, bias: bool = True) -> None:
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.pad = nn.ReflectionPad2d(1)
+        self.pad = ReflectionPad(1)
         self.conv = nn.Conv2d(in_ch, out_ch, 3, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

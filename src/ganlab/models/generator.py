@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganlab.core.errors import ConfigError
-from ganlab.models.blocks import NormKind, ResidualBlock, UpsampleKind, conv_bias, make_norm, make_upsample
+from ganlab.models.blocks import (
+    NormKind,
+    ReflectionPad,
+    ResidualBlock,
+    UpsampleKind,
+    conv_bias,
+    make_norm,
+    make_upsample,
+)
 
 
 @dataclass
@@ -56,7 +64,7 @@ class ResnetGenerator(nn.Module):
         bias = conv_bias(cfg.norm)
         ch = cfg.hidden
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
+            ReflectionPad(3),
             nn.Conv2d(cfg.in_channels, ch, 7, bias=bias),
             make_norm(cfg.norm, ch),
             nn.ReLU(inplace=True),
@@ -71,7 +79,7 @@ class ResnetGenerator(nn.Module):
             layers += [make_upsample(cfg.upsample, ch, ch // 2, bias), make_norm(cfg.norm, ch // 2)]
             layers.append(nn.ReLU(inplace=True))
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, cfg.out_channels, 7)]
+        layers += [ReflectionPad(3), nn.Conv2d(ch, cfg.out_channels, 7)]
         if cfg.global_skip:
             if cfg.in_channels != cfg.out_channels:
                 raise ValueError("global_skip needs in_channels == out_channels")

@@ -1,0 +1,57 @@
+"""The layout-keeping layers of ganlab.models.blocks equal the torch layers they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganlab.models.blocks import InstanceNorm, ReflectionPad
+
+CL = torch.channels_last
+
+
+def _x(shape, layout=CL, dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(shape, generator=g, dtype=dtype) * 3 + 1).contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("p", [1, 3])
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_reflection_pad_matches_torch_forward_and_backward(p: int, layout) -> None:
+    x = _x((2, 3, 7, 9), layout).requires_grad_()
+    pad = ReflectionPad(p)
+    assert torch.equal(pad(x), F.pad(x, (p,) * 4, mode="reflect"))
+    assert torch.autograd.gradcheck(pad, (x,))
+    assert pad(x).is_contiguous(memory_format=layout)
+
+
+def test_reflection_pad_keeps_bf16_under_autocast() -> None:
+    """CPU autocast runs aten's reflection pad in fp32 (a cast there and back per layer); ours does not."""
+    x = _x((1, 4, 8, 8), dtype=torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ReflectionPad(1)(x)
+        assert F.pad(x, (1,) * 4, mode="reflect").dtype == torch.float32  # what it replaces
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_instance_norm_matches_torch_and_keeps_channels_last(layout) -> None:
+    x = _x((2, 5, 6, 7), layout).requires_grad_()
+    norm = InstanceNorm(5)
+    torch.testing.assert_close(norm(x), F.instance_norm(x))
+    assert torch.autograd.gradcheck(norm, (x,))
+    assert norm(x).is_contiguous(memory_format=layout)
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x), F.instance_norm(x))
+
+
+def test_instance_norm_backward_survives_an_inplace_relu() -> None:
+    """The generators put ReLU(inplace=True) after every norm: the backward must not need the output."""
+    x = _x((2, 4, 5, 5), dtype=torch.float32).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    torch.relu_(InstanceNorm(4)(x)).sum().backward()
+    torch.relu(F.instance_norm(ref)).sum().backward()
+    torch.testing.assert_close(x.grad, ref.grad, rtol=1e-4, atol=1e-5)
