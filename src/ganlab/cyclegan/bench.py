@@ -14,6 +14,7 @@ from ganlab.core.device import Amp
 from ganlab.cyclegan.config import CycleGANConfig
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.cyclegan.step import build_models, build_optimizers, can_batch, train_step
+from ganlab.models.blocks import with_torch_layers
 
 
 def make_step(
@@ -27,10 +28,13 @@ def make_step(
     compile: bool = False,
 ) -> Callable[[], Any]:
     """A zero-argument call of one training step (``mode`` train) or one translation batch (infer) on
-    random (batch, 3, size, size) data in [-1, 1]. ``plain`` reads every loss as a float, as code that
-    prints losses each step does."""
+    random (batch, 3, size, size) data in [-1, 1]. ``plain`` builds the networks from torch's own layers
+    (models.blocks.with_torch_layers) and reads every loss as a float, as code that prints losses each
+    step does."""
     torch.manual_seed(cfg.train.seed)
     models = build_models(cfg).to(device)
+    if plain:
+        with_torch_layers(models)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     models.to(memory_format=fmt)
     shape = (cfg.train.batch_size, 3, cfg.data.size, cfg.data.size)
