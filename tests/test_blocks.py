@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.models.blocks import InstanceNorm, ReflectionPad, ResizeConvUp, resize_conv
+from ganlab.models.blocks import InstanceNorm, ReflectionPad
 
 CL = torch.channels_last
 
@@ -57,20 +57,6 @@ def test_instance_norm_backward_survives_an_inplace_relu() -> None:
     torch.testing.assert_close(x.grad, ref.grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
-@pytest.mark.parametrize("hw", [(6, 7), (2, 3)])
-def test_resize_conv_equals_upsample_pad_conv(layout, hw) -> None:
-    """ResizeConvUp computes at the input's resolution; it must equal the layers it stands for, values and
-    gradients, and keep the input's layout."""
-    up = ResizeConvUp(5, 3).double()
-    x = _x((2, 5, *hw), layout).requires_grad_()
-    y = up(x)
-    torch.testing.assert_close(y, up.conv(up.pad(up.up(x))))
-    assert y.is_contiguous(memory_format=layout)
-    w, b = (t.detach().requires_grad_() for t in (up.conv.weight, up.conv.bias))
-    assert torch.autograd.gradcheck(resize_conv, (x, w, b))
-
-
 @pytest.mark.parametrize("preset", ["resnet9", "model2"])
 def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     """The benchmark's plain path swaps in torch's layers: same outputs, same parameters, none left over."""
@@ -84,7 +70,7 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     g = ResnetGenerator(cfg).double()
     plain = with_torch_layers(copy.deepcopy(g))
     kinds = {type(m) for m in plain.modules()}
-    assert not kinds & {ReflectionPad, InstanceNorm, ResizeConvUp}
+    assert not kinds & {ReflectionPad, InstanceNorm}
     x = _x((1, 3, 20, 24), torch.contiguous_format)
     torch.testing.assert_close(plain(x), g(x))
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())

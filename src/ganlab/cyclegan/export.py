@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from torch import nn
 from ganlab.core.config import to_dict
 from ganlab.core.onnx_export import DEFAULT_OPSET, compare_onnx, export_onnx
 from ganlab.cyclegan.translate import DIRECTIONS, load_run_models
-from ganlab.models.blocks import with_torch_layers
 from ganlab.models.generator import ResnetGenerator
 
 
@@ -47,9 +45,7 @@ def export_generator(
     g: ResnetGenerator, out: str | Path, metadata: dict[str, Any], opset: int = DEFAULT_OPSET
 ) -> Path:
     """Write ``g`` to ``out`` as ONNX ([-1, 1] RGB in and out, any batch, height and width)."""
-    # torch's own layers (same function): the exporter knows them, and the phase arithmetic of
-    # blocks.resize_conv would hide the channel count from it.
-    m = ExportableGenerator(with_torch_layers(copy.deepcopy(g))).eval()
+    m = ExportableGenerator(g).eval()
     example = torch.zeros(1, g.cfg.in_channels, 8 * g.multiple + 1, 8 * g.multiple + 3)
     meta = {"task": "cyclegan", "input_range": [-1, 1], "output_range": [-1, 1], "scale": 1, **metadata}
     meta["min_side"] = 4 * g.multiple

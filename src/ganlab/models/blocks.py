@@ -226,45 +226,10 @@ class ResizeConvUp(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, 3, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The same function as self.conv(self.pad(self.up(x))), computed at the input's resolution.
-        return resize_conv(x, self.conv.weight, self.conv.bias)
+        return self.conv(self.pad(self.up(x)))
 
     def seamless_parts(self) -> tuple[str, list[nn.Module]]:
         return "chain", [self.up, self.pad, self.conv]
-
-
-# _PHASE_TAPS[a, s, k]: which rows k of a 3x3 kernel tap s of output phase a reads (see resize_conv).
-_PHASE_TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]])
-
-
-def resize_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """conv3x3(reflect_pad1(nearest_x2(x))) without making the x2 image: (N, C, H, W) -> (N, C_out, 2H, 2W),
-    in x's memory layout.
-
-    A 3x3 window of the nearest-upsampled image covers only 2x2 distinct input pixels, so each of the
-    four output phases (a, b) (output pixel (2i + a, 2j + b)) is a 2x2 convolution of the input, whose
-    taps are sums of the 3x3 kernel's: along one axis, phase 0 reads x[i-1], x[i] with taps (w0, w1 + w2),
-    phase 1 reads x[i], x[i+1] with (w0 + w1, w2). The reflect padding of the x2 image is the input's
-    replicate padding. One 2x2 convolution with 4 * C_out outputs gives all phases: 4/9 of the FLOPs, and
-    no 4x-sized intermediate to pad and copy."""
-    n, c, h, w = x.shape
-    co = weight.shape[0]
-    with torch.autocast(x.device.type, enabled=False):
-        taps = _PHASE_TAPS.to(weight.device, weight.dtype)
-        # (2, 2, C_out, C_in, 2, 2) -> (4 * C_out, C_in, 2, 2), phase-major.
-        k = torch.einsum("ask,ockl,btl->abocst", taps, weight, taps).reshape(4 * co, c, 2, 2)
-        xr = F.pad(x, (1, 1, 1, 1), mode="replicate")  # in x's dtype (autocast would make it fp32)
-    y = F.conv2d(xr, k, None if bias is None else bias.repeat(4))  # (N, 4 * C_out, H + 1, W + 1)
-    phases = [
-        y[:, p * co : (p + 1) * co, a : a + h, b : b + w]
-        for p, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1)))
-    ]
-    if y.dim() == 4 and not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last):
-        q = [t.permute(0, 2, 3, 1) for t in phases]  # (N, H, W, C_out) views
-        z = torch.stack([torch.stack(q[:2], 3), torch.stack(q[2:], 3)], 2)  # (N, H, 2, W, 2, C_out)
-        return z.reshape(n, 2 * h, 2 * w, co).permute(0, 3, 1, 2)
-    z = torch.stack([torch.stack(phases[:2], -1), torch.stack(phases[2:], -1)], 3)  # (N, C_out, H, 2, W, 2)
-    return z.reshape(n, co, 2 * h, 2 * w)
 
 
 def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True) -> nn.Module:
@@ -282,16 +247,13 @@ def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True
 
 def with_torch_layers(module: nn.Module) -> nn.Module:
     """``module`` (changed in place and returned) with ganlab's faster layers swapped for the plain torch
-    ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d,
-    ResizeConvUp -> nn.Sequential(upsample, reflect pad, conv). Same function and parameters; the plain
-    path of ``ganlab bench --baseline`` runs it."""
+    ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d. Same
+    function and parameters; the plain path of ``ganlab bench --baseline`` runs it."""
     for name, child in list(module.named_children()):
         if isinstance(child, ReflectionPad):
             new: nn.Module = nn.ReflectionPad2d(child.padding)
         elif isinstance(child, InstanceNorm):
             new = nn.InstanceNorm2d(child.num_features, child.eps, child.momentum, child.affine)
-        elif isinstance(child, ResizeConvUp):
-            new = nn.Sequential(child.up, nn.ReflectionPad2d(1), child.conv)
         else:
             new = with_torch_layers(child)
         setattr(module, name, new)
