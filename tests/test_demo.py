@@ -211,3 +211,26 @@ def test_verdict_needs_paired_intervals_above_zero(gt: dict, expected: str) -> N
     res.update(gt_psnr_vs_identity=gt["p"], gt_ssim_vs_identity=gt["s"])
     assert expected in verdict(res)
     assert verdict({}).startswith("No ground truth")
+
+
+def test_without_avx512_the_planner_times_both_layouts(monkeypatch) -> None:
+    """memory_format auto on a CPU without AVX-512: the demo times NCHW and channels_last and keeps the
+    faster, and the plan says so; with AVX-512 (or a layout set by the user) nothing extra is timed."""
+    monkeypatch.setattr(demo_mod, "use_channels_last", lambda requested, device: False)
+    seconds = {"nchw": 0.5, "channels_last": 0.4}
+    monkeypatch.setattr(
+        demo_mod, "measure_step_seconds", lambda cfg, device, steps=3: seconds[cfg.train.memory_format]
+    )
+    cfg = demo_mod.demo_config(Path("data/demo"), 10.0)
+    cfg, _, _, _, plan = demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)
+    assert cfg.train.memory_format == "channels_last" and plan["layout_seconds"] == seconds
+    assert "channels_last" in plan["note"]
+    seconds["nchw"] = 0.3
+    cfg = demo_mod.demo_config(Path("data/demo"), 10.0)
+    assert (
+        demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)[0].train.memory_format
+        == "nchw"
+    )
+    cfg = demo_mod.demo_config(Path("data/demo"), 10.0, {"train": {"memory_format": "channels_last"}})
+    seconds["nchw"] = None  # must not be timed
+    assert demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)[4]["layout_seconds"] == {}

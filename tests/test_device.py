@@ -46,3 +46,12 @@ def test_bad_devices_are_device_errors() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             D.select_device("cuda")
+
+
+def test_memory_format_auto_follows_the_isa(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(D, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert D.use_channels_last("auto", cpu)
+    monkeypatch.setattr(D, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert not D.use_channels_last("auto", cpu)
+    assert D.use_channels_last("channels_last", cpu) and not D.use_channels_last("nchw", cpu)

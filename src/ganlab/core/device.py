@@ -72,6 +72,15 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def use_channels_last(requested: str, device: torch.device) -> bool:
+    """Resolve ``train.memory_format``: auto is channels_last on CUDA and on CPUs with AVX-512, NCHW
+    elsewhere (with the ISA limited to AVX2, one network measured faster in NCHW, another in
+    channels_last; docs/performance.md)."""
+    if requested != "auto":
+        return requested == "channels_last"
+    return device.type == "cuda" or (device.type == "cpu" and "avx512f" in cpu_flags())
+
+
 _warned: set[str] = set()
 
 

@@ -113,6 +113,10 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = (
         "auto"  # auto: bf16 where the hardware has it, fp16 on other GPUs
     )
+    # Activation and weight layout. auto: channels_last on CUDA and on CPUs with AVX-512 (faster for every
+    # CycleGAN step measured there), NCHW on other CPUs, where `ganlab demo` times both and takes the
+    # faster (docs/performance.md).
+    memory_format: Literal["auto", "channels_last", "nchw"] = "auto"
     # CPU threads for PyTorch (None: its default, one per core). On a machine shared with other jobs, 1
     # avoids oversubscription, which slowed steps about 10x here.
     threads: int | None = None

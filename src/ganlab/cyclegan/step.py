@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganlab.core.device import Amp
+from ganlab.core.device import Amp, use_channels_last
 from ganlab.core.losses import gan_loss
 from ganlab.core.nonfinite import check_finite
 from ganlab.cyclegan.config import CycleGANConfig, Phase, TrainConfig
@@ -195,12 +195,13 @@ def _split(x: torch.Tensor, n: int, k: int) -> list[torch.Tensor | None]:
 
 
 def fast_settings(cfg: CycleGANConfig, device: torch.device) -> dict[str, Any]:
-    """What the trainer does on ``device``: channels_last on CPU and CUDA (with the layout-keeping
-    ReflectionPad and InstanceNorm of ganlab.models.blocks it was faster for every CycleGAN step measured,
-    bf16 and fp32); batched passes on CUDA only (slower on CPU; docs/performance.md)."""
+    """What the trainer does on ``device``: the layout of ``train.memory_format`` (auto: channels_last on
+    CUDA and AVX-512 CPUs; with the layout-keeping ReflectionPad and InstanceNorm of ganlab.models.blocks
+    it was faster for every step measured there, bf16 and fp32); batched passes on CUDA only (slower on
+    CPU; docs/performance.md)."""
     cuda = device.type == "cuda"
     return {
-        "channels_last": device.type in ("cpu", "cuda"),
+        "channels_last": use_channels_last(cfg.train.memory_format, device),
         "batch_g": cuda and can_batch(cfg.model.norm),
         "batch_d": cuda and can_batch(cfg.disc.norm),
     }
