@@ -1,4 +1,4 @@
-"""Numerics of the fast path: a training run in the precision `auto` picks against two fp32 runs with
+"""Numerics of the fast path: a training run in the precision and memory layout `auto` picks against two fp32 NCHW runs with
 different seeds, same recipe and data. Prints, per loss term, the share of logged steps at which the fast
 run's smoothed loss lies inside the band the two fp32 runs span (widened by their own spread), and the
 mean losses of the last quarter. Usage:
@@ -23,7 +23,9 @@ from ganlab.cyclegan.trainer import train
 TERMS = ("G_total", "cycle_A", "idt_A", "G_gan_A2B", "D_A", "D_B")
 
 
-def run(data: str, out: Path, steps: int, seed: int, precision: str) -> dict[str, np.ndarray]:
+def run(
+    data: str, out: Path, steps: int, seed: int, precision: str, memory_format: str = "auto"
+) -> dict[str, np.ndarray]:
     recipe = demo_recipe()
     recipe.pop("preset")
     recipe["train"].update(
@@ -37,6 +39,7 @@ def run(data: str, out: Path, steps: int, seed: int, precision: str) -> dict[str
         samples=1,
         seed=seed,
         precision=precision,
+        memory_format=memory_format,
     )
     recipe["data"]["root"] = data
     train(preset="model2", overrides=recipe, out=out, log=lambda s: None, progress=False)
@@ -58,8 +61,9 @@ def main() -> None:
     fast = resolve_precision("auto", torch.device("cpu"))
     print(f"fast path precision here: {fast} (native bf16: {native_bf16(torch.device('cpu'))})")
     with tempfile.TemporaryDirectory() as tmp:
-        a = run(args.data, Path(tmp) / "fp32_s0", args.steps, 0, "fp32")
-        b = run(args.data, Path(tmp) / "fp32_s1", args.steps, 1, "fp32")
+        # The reference: the plain layout (NCHW) in fp32; the fast run: what auto picks for both.
+        a = run(args.data, Path(tmp) / "fp32_s0", args.steps, 0, "fp32", "nchw")
+        b = run(args.data, Path(tmp) / "fp32_s1", args.steps, 1, "fp32", "nchw")
         f = run(args.data, Path(tmp) / "fast_s0", args.steps, 0, fast)
     result = {}
     for k in TERMS:
