@@ -96,18 +96,14 @@ def test_channels_last_gives_the_same_update(norm: str) -> None:
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("flags", [{"avx2"}, {"avx2", "avx512f"}])
-def test_translator_layout_follows_the_isa(monkeypatch, flags: set) -> None:
-    """Inference runs channels_last where memory_format auto picks it, NCHW elsewhere; same output."""
-    from ganlab.core import device as D
+def test_translator_runs_channels_last_with_the_same_output() -> None:
+    """Inference runs channels_last on CPU (faster with AVX-512 and with AVX2 kernels); same output."""
     from ganlab.cyclegan.translate import Translator
 
-    monkeypatch.setattr(D, "cpu_flags", lambda: frozenset(flags))
     cfg, models = _tiny()
     ref = copy.deepcopy(models["G_A2B"]).eval()
     tr = Translator({"a2b": models["G_A2B"]}, cfg, torch.device("cpu"), "fp32")
-    weight = tr.generator("a2b").net[1].weight
-    assert weight.is_contiguous(memory_format=torch.channels_last) == ("avx512f" in flags)
+    assert tr.generator("a2b").net[1].weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(1, 3, 24, 20) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(tr.translate_tensor(x), ref(x), rtol=1e-4, atol=1e-5)
