@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch import nn
 
 from ganlab.api import PRETRAINED_PREFIX, load, load_sr
 from ganlab.core.errors import UserError
@@ -63,13 +64,15 @@ class ServedModel:
         }
 
 
-class _Checked:
-    """Calls ``check`` before every forward pass, so a tiled image stops between tiles once cancelled."""
+class _Checked(nn.Module):
+    """Calls ``check`` before every forward pass, so a tiled image stops between tiles once cancelled.
+    A module holding the generator, so its parameters (and their memory layout) show through."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], check: Callable[[], None]) -> None:
+    def __init__(self, fn: nn.Module, check: Callable[[], None]) -> None:
+        super().__init__()
         self.fn, self.check = fn, check
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check()
         return self.fn(x)
 
