@@ -74,3 +74,19 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     x = _x((1, 3, 20, 24), torch.contiguous_format)
     torch.testing.assert_close(plain(x), g(x))
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())
+
+
+def test_long_blur_in_bf16_channels_last_does_not_stall() -> None:
+    """oneDNN's bf16 depthwise convolution in channels_last stalled for minutes with 15 taps; the filter
+    goes NCHW for long kernels. Run in a subprocess so a stall fails the test instead of hanging it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from ganlab.models.blocks import separable_filter\n"
+        "x = torch.rand(4, 3, 64, 64).contiguous(memory_format=torch.channels_last).bfloat16()\n"
+        "y = separable_filter(x, torch.ones(15) / 15)\n"
+        "assert y.shape == x.shape and torch.allclose(y.float().mean(), x.float().mean(), atol=0.02)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

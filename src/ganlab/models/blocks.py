@@ -40,6 +40,10 @@ def separable_filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     short to reflect fall back to replication."""
     r = k.numel() // 2
     c = x.shape[1]
+    if r > 2:
+        # NCHW for long kernels: oneDNN's bf16 depthwise convolution in channels_last stalled for
+        # minutes at 15 taps (a cycle blur of sigma 2.5+; PyTorch 2.13, AVX512_BF16).
+        x = x.contiguous()
     x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[-2:]) > r else "replicate")
     k = k.to(x.dtype)
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
