@@ -55,3 +55,12 @@ def test_memory_format_auto_follows_the_isa(monkeypatch) -> None:
     monkeypatch.setattr(D, "cpu_flags", lambda: frozenset({"avx2"}))
     assert not D.use_channels_last("auto", cpu)
     assert D.use_channels_last("channels_last", cpu) and not D.use_channels_last("nchw", cpu)
+
+
+def test_keep_freed_memory_takes_effect_with_glibc() -> None:
+    """mallopt rejects values out of glibc's range (returns 0); the settings must be ones it accepts."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc malloc settings: Linux only")
+    assert D.keep_freed_memory()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import resource
 import sys
@@ -47,6 +48,23 @@ def set_threads(threads: int | None) -> None:
     """CPU threads for PyTorch (None keeps its default, one per core)."""
     if threads:
         torch.set_num_threads(threads)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the system. A
+    training step frees and allocates the same activation buffers every step; handed back, each 4 KB page
+    costs a page fault when it is touched again (4,500 faults per demo step, 59,000 per resnet9 step on
+    the development machine). Linux with glibc only; returns whether it took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    # Blocks up to 32 MB (glibc's upper limit) from the heap, not mmap; keep up to 1 GB free at its top.
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 @functools.cache

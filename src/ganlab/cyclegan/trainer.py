@@ -14,7 +14,7 @@ from torch import nn
 from ganlab.core import distributed
 from ganlab.core.augment import make_augment
 from ganlab.core.checkpoint import Checkpoint, load_module_state, restore
-from ganlab.core.device import Amp, resolve_precision, select_device, set_threads
+from ganlab.core.device import Amp, keep_freed_memory, resolve_precision, select_device, set_threads
 from ganlab.core.errors import ConfigError
 from ganlab.core.images import save_image
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
@@ -48,6 +48,7 @@ class CycleGANTask(TrainTask):
         self.precision = resolve_precision(t.precision, self.device, log)
         self.amp = Amp(self.device, self.precision)
         set_threads(t.threads)
+        keep_freed_memory()
         self.data = load_unpaired(cfg.data, warn=log, progress=progress)
         torch.manual_seed(t.seed)
         self.models = build_models(cfg).to(self.device)

@@ -15,7 +15,7 @@ from torch import nn
 from ganlab.core import distributed
 from ganlab.core.checkpoint import Checkpoint, load_module_state
 from ganlab.core.config import merge, to_dict
-from ganlab.core.device import Amp, resolve_precision, select_device, set_threads
+from ganlab.core.device import Amp, keep_freed_memory, resolve_precision, select_device, set_threads
 from ganlab.core.errors import CheckpointError, ConfigError
 from ganlab.core.loop import LoopSettings, TrainLoop, TrainResult, TrainTask
 from ganlab.core.resolve import resolve_run
@@ -61,6 +61,7 @@ class SRTask(TrainTask):
         self.precision = resolve_precision(t.precision, self.device, log)
         self.amp = Amp(self.device, self.precision)
         set_threads(t.threads)
+        keep_freed_memory()
         torch.manual_seed(t.seed)
         self.models = build_models(cfg, self.device)
         self.train_models = self.models  # what the step runs: DDP wrappers with several processes
