@@ -297,3 +297,24 @@ def test_ema_warmup_ramps_the_decay() -> None:
     update_ema(ema, models, 0.995, step=0)  # the first update keeps only 10% of the initial weights
     expected = 0.1 * start + 0.9 * models["G_A2B"].weight
     assert torch.allclose(ema["G_A2B_ema"].weight, expected)
+
+
+def test_compiled_run_trains_and_saves_plain_modules(tiny_data: Path, tmp_path: Path) -> None:
+    """train.compile wraps what the step runs in torch.compile; checkpoints hold the plain modules (same
+    keys as an eager run), so a compiled run resumes eagerly and the other way round."""
+    from safetensors import safe_open
+
+    compiled, eager = tmp_path / "compiled", tmp_path / "eager"
+    assert train(tiny_data, compiled, "--epochs", "1", "--set", "train.compile=true") == 0
+    assert train(tiny_data, eager, "--epochs", "1") == 0
+
+    def keys(run: Path) -> set[str]:
+        with safe_open(str(run / "checkpoints" / "epoch_0001.safetensors"), "pt") as f:
+            return set(f.keys())
+
+    assert keys(compiled) == keys(eager)
+    assert (
+        train(tiny_data, compiled, "--resume", str(compiled), "--epochs", "2", "--set", "train.compile=false")
+        == 0
+    )
+    assert json.loads((compiled / "checkpoints" / "latest.json").read_text())["epoch"] == 2

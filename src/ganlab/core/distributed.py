@@ -78,13 +78,24 @@ def wrapper(sync_bn: bool) -> Callable[[nn.Module], nn.Module]:
     return wrap
 
 
-def prepare(task: Any, sync_bn: bool, seed: int | None) -> None:
+def prepare(
+    task: Any, sync_bn: bool, seed: int | None, outer: Callable[[nn.Module], nn.Module] | None = None
+) -> None:
     """Give this process its own random streams (``seed``: see :func:`fresh_seed`, :func:`rank_view`) and
-    wrap the task's trained modules (``task.parallelize``) when several processes train."""
+    wrap the task's trained modules (``task.parallelize``): in DDP when several processes train, then in
+    ``outer`` (e.g. torch.compile, which goes around DDP) when given."""
     if seed is not None:
         task.reseed(seed)
-    if active():
-        task.parallelize(wrapper(sync_bn))
+    ddp = wrapper(sync_bn) if active() else None
+    if ddp is not None or outer is not None:
+        task.parallelize(lambda m: _chain(m, ddp, outer))
+
+
+def _chain(m: nn.Module, *wraps: Callable[[nn.Module], nn.Module] | None) -> nn.Module:
+    for wrap in wraps:
+        if wrap is not None:
+            m = wrap(m)
+    return m
 
 
 def shard(n: int, batch: int, rank: int = 0, world: int = 1) -> list[list[int]]:

@@ -71,6 +71,7 @@ class LoopSettings:
     checkpoint_every_minutes: float | None = 10.0  # and after this many minutes without a checkpoint
     max_bad_steps: int = 3  # steps in a row with a non-finite loss before the run stops
     max_steps: int | None = None  # a compute budget: stop after this many steps in all
+    compile: bool = False  # torch.compile the trained networks (around any DDP wrapper)
 
     @classmethod
     def of(cls, train: Any, epochs: int | None) -> LoopSettings:
@@ -79,7 +80,7 @@ class LoopSettings:
         return cls(
             epochs, t.minutes, t.log_every, t.keep_checkpoints, t.keep_every, t.tensorboard, t.sync_bn,
             t.checkpoint_every_steps, t.checkpoint_every_minutes, t.max_bad_steps,
-            getattr(t, "max_steps", None),
+            getattr(t, "max_steps", None), getattr(t, "compile", False),
         )  # fmt: skip
 
 
@@ -216,7 +217,9 @@ class TrainLoop:
             if config_changes:
                 # The new recipe takes effect from the next step; logged so curves can be read correctly.
                 self.metrics.config_change(self.epoch + 1, self.global_step, config_changes, self.log)
-        dist.prepare(task, settings.sync_bn, seed)
+        dist.prepare(task, settings.sync_bn, seed, torch.compile if settings.compile else None)
+        if settings.compile:
+            self.log("train.compile: the first steps include torch.compile's compilation")
         self.tb = None
         if dist.is_main():
             self.run.write_config(task.cfg)

@@ -138,6 +138,10 @@ class TrainConfig:
     # Several processes (torchrun): batch norm over the global batch (SyncBatchNorm) instead of each
     # process's share; the norm then matches one process with the whole batch. No effect on instance norm.
     sync_bn: bool = False
+    # torch.compile (inductor) the networks the step runs, around any DDP wrapper. The first steps pay the
+    # compilation (a 39 s first step for the demo's networks on a 2-core CPU, then a 5% faster step), so it
+    # is for long runs; checkpoints hold the plain modules either way (docs/performance.md).
+    compile: bool = False
 
     def validate(self) -> None:
         if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:

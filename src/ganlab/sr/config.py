@@ -81,6 +81,10 @@ class SRTrainConfig:
     # Several processes (torchrun): batch norm over the global batch (SyncBatchNorm) instead of each
     # process's share; the norm then matches one process with the whole batch.
     sync_bn: bool = False
+    # torch.compile (inductor) the networks the step runs, around any DDP wrapper. The first steps pay the
+    # compilation (a 39 s first step for the CycleGAN demo's networks on a 2-core CPU, then 5% faster), so it
+    # is for long runs; checkpoints hold the plain modules either way (docs/performance.md).
+    compile: bool = False
 
     def validate(self) -> None:
         if self.epochs is None and self.minutes is None:
