@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ganlab.core.losses import l1
-from ganlab.cyclegan.losses import gaussian_blur, recon_loss
+from ganlab.cyclegan.losses import gaussian_blur, recon_loss, tint_loss
 
 
 def _checker(shape: tuple[int, ...], amp: float) -> torch.Tensor:
@@ -65,3 +65,28 @@ def test_huber_reconstruction_makes_small_changes_cheap_and_keeps_the_l1_slope_f
         assert float(rec.grad.abs().mean()) * real.numel() == pytest.approx(e / beta, rel=1e-3)
     # Blur and Huber combine: a fine checker is invisible to the low-pass Huber term too.
     assert float(recon_loss(real + _checker(real.shape, 0.2), real, 2.0, beta)) < 1e-3
+
+
+def test_tint_term_charges_a_colour_cast_and_nothing_that_keeps_the_mean_hue() -> None:
+    torch.manual_seed(0)
+    inp = torch.rand(2, 3, 16, 16) * 2 - 1
+    # Brighter or darker as a whole, or redrawn locally with the same mean colour: free.
+    assert float(tint_loss(inp + 0.3, inp)) < 1e-6
+    assert float(tint_loss(inp.flip(-1).roll(5, -2), inp)) < 1e-6
+    local = inp.clone()
+    local[:, :, 4:8, 4:8] += 0.5
+    local[:, :, 10:14, 10:14] -= 0.5
+    assert float(tint_loss(local, inp)) < 1e-6
+    # A blue cast of c: the mean change (0, 0, c) less its grey part (c/3 each) -> mean |.| = 4c/9.
+    cast = inp.clone()
+    cast[:, 2] += 0.09
+    assert float(tint_loss(cast, inp)) == pytest.approx(4 * 0.09 / 9, rel=1e-4)
+    # Only the cast of the image where it happens counts: one image of two, half the term.
+    one = inp.clone()
+    one[0, 2] += 0.09
+    assert float(tint_loss(one, inp)) == pytest.approx(2 * 0.09 / 9, rel=1e-4)
+    # Its gradient pushes the cast back, uniformly over the pixels of the cast image.
+    out = cast.clone().requires_grad_(True)
+    tint_loss(out, inp).backward()
+    assert out.grad is not None and float(out.grad[:, 2].mean()) > 0
+    assert torch.allclose(out.grad[0, 2], out.grad[0, 2, 0, 0].expand(16, 16))

@@ -28,7 +28,13 @@ def _tiny(norm: str = "instance", identity: float = 0.5):
 
 
 def _step(
-    cfg, models, batch_g: bool, batch_d: bool, sgd: bool = False, fmt=torch.contiguous_format
+    cfg,
+    models,
+    batch_g: bool,
+    batch_d: bool,
+    sgd: bool = False,
+    fmt=torch.contiguous_format,
+    tint_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     opts = build_optimizers(models, cfg.train)
     if sgd:
@@ -40,7 +46,9 @@ def _step(
     a, b = ((torch.rand(2, 3, 16, 16, generator=g) * 2 - 1).contiguous(memory_format=fmt) for _ in range(2))
     amp = lambda: autocast(torch.device("cpu"), "fp32")  # noqa: E731
     w = cfg.train.schedule[0]
-    return train_step(models, opts, a, b, w, "lsgan", pools, amp, batch_g=batch_g, batch_d=batch_d)
+    return train_step(
+        models, opts, a, b, w, "lsgan", pools, amp, batch_g=batch_g, batch_d=batch_d, tint_weight=tint_weight
+    )
 
 
 @pytest.mark.parametrize("identity", [0.5, 0.0])
@@ -57,6 +65,28 @@ def _assert_same_update(cfg, plain, fast, fast_step: dict, rel: float) -> None:
         assert float(losses_fast[k]) == pytest.approx(float(losses_plain[k]), rel=rel, abs=1e-6), k
     for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_tint_term_is_reported_weighted_and_moves_the_generators() -> None:
+    cfg, models = _tiny()
+    base = _step(cfg, copy.deepcopy(models), False, False, sgd=True)
+    assert "tint" not in base  # off: the reference step, no extra term
+    tinted_models = copy.deepcopy(models)
+    tinted = _step(cfg, tinted_models, False, False, sgd=True, tint_weight=3.0)
+    assert float(tinted["tint"]) > 0
+    # G_total adds exactly weight x term; the other terms are the same forward values.
+    assert float(tinted["G_total"]) == pytest.approx(
+        float(base["G_total"]) + 3.0 * float(tinted["tint"]), rel=1e-5
+    )
+    assert float(tinted["cycle_A"]) == pytest.approx(float(base["cycle_A"]), rel=1e-6)
+    plain_models = copy.deepcopy(models)
+    _step(cfg, plain_models, False, False, sgd=True)
+    moved = [
+        float((p - q).detach().abs().max())
+        for (name, p), q in zip(tinted_models.named_parameters(), plain_models.parameters())
+        if name.startswith("G_")
+    ]
+    assert max(moved) > 1e-6
 
 
 def test_losses_are_device_tensors_not_floats() -> None:

@@ -63,6 +63,7 @@ def make_step(
         losses = train_step(
             wrapped, opts, a, b, w, t.gan_loss, pools, amp, aug, t.cycle_blur, batch_g, batch_d,
             huber_beta=t.huber_beta,
+            tint_weight=t.tint_weight,
         )  # fmt: skip
         return {k: float(v) for k, v in losses.items()} if plain else losses
 

@@ -107,6 +107,10 @@ class TrainConfig:
     # it, L1 above. 0: plain L1 (reference). L1 holds a generator that starts as the identity in place;
     # with Huber small changes are nearly free (ganlab.cyclegan.losses.recon_loss).
     huber_beta: float = 0.0
+    # Weight of the colour-cast term: each translation should keep its input's average hue
+    # (ganlab.cyclegan.losses.tint_loss). 0: off (reference). For styles that keep colours, not for
+    # tasks that change them (summer -> winter).
+    tint_weight: float = 0.0
     ema_decay: float = 0.0  # > 0 keeps a moving average of the generators for eval/inference (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
@@ -161,6 +165,8 @@ class TrainConfig:
             raise ConfigError(f"cycle_blur: must be >= 0 (0 is the exact cycle), got {self.cycle_blur}")
         if self.huber_beta < 0:
             raise ConfigError(f"huber_beta: must be >= 0 (0 is plain L1), got {self.huber_beta}")
+        if self.tint_weight < 0:
+            raise ConfigError(f"tint_weight: must be >= 0 (0 is off), got {self.tint_weight}")
         if self.pool_size < 0:
             raise ConfigError("pool_size: must be >= 0 (0 disables the pool)")
         if self.threads is not None and self.threads < 1:

@@ -20,7 +20,7 @@ from ganlab.core.device import Amp, use_channels_last
 from ganlab.core.losses import gan_loss
 from ganlab.core.nonfinite import check_finite
 from ganlab.cyclegan.config import CycleGANConfig, Phase, TrainConfig
-from ganlab.cyclegan.losses import recon_loss
+from ganlab.cyclegan.losses import recon_loss, tint_loss
 from ganlab.cyclegan.pool import ImagePool
 from ganlab.models import PatchGANDiscriminator, ResnetGenerator
 
@@ -89,13 +89,15 @@ def train_step(
     batch_d: bool = False,
     *,
     huber_beta: float = 0.0,
+    tint_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term as a detached
     0-d tensor (read them when logging: reading each one every step waits for the device).
 
     ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike; with
     ``cycle_blur`` > 0 the cycle term compares blurred images, with ``huber_beta`` > 0 the cycle and
-    identity terms are Huber, not L1 (losses.recon_loss). ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
+    identity terms are Huber, not L1 (losses.recon_loss); ``tint_weight`` > 0 adds the colour-cast term
+    of each translation (losses.tint_loss). ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
     concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
     amp = Amp.of(amp)  # autocast; in fp16 also the loss scaling
@@ -128,10 +130,12 @@ def train_step(
         zero = torch.zeros((), device=real_a.device)
         loss_idt_a = recon_loss(idt_a, real_a, 0.0, huber_beta) if idt_a is not None else zero
         loss_idt_b = recon_loss(idt_b, real_b, 0.0, huber_beta) if idt_b is not None else zero
+        loss_tint = tint_loss(fake_b, real_a) + tint_loss(fake_a, real_b) if tint_weight > 0 else zero
     loss_g = (
         w.gan * (loss_gan_ab + loss_gan_ba)
         + w.cycle * (loss_cyc_a + loss_cyc_b)
         + w.identity * (loss_idt_a + loss_idt_b)
+        + tint_weight * loss_tint
     )
     amp.backward(loss_g)
 
@@ -147,6 +151,7 @@ def train_step(
         "cycle_B": loss_cyc_b,
         "idt_A": loss_idt_a,
         "idt_B": loss_idt_b,
+        **({"tint": loss_tint} if tint_weight > 0 else {}),
         "G_total": loss_g,
         **d_losses,
     }

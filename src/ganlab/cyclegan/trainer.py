@@ -167,6 +167,7 @@ class CycleGANTask(TrainTask):
             t.cycle_blur,
             *self.batch_passes,
             huber_beta=t.huber_beta,
+            tint_weight=t.tint_weight,
         )
         if self.ema is not None:
             update_ema(self.ema, self.models, t.ema_decay, global_step)
