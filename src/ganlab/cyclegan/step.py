@@ -94,11 +94,10 @@ def train_step(
     """One CycleGAN update. real_a, real_b: (N, 3, S, S) in [-1, 1]. Returns every loss term as a detached
     0-d tensor (read them when logging: reading each one every step waits for the device).
 
-    ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike; with
-    ``cycle_blur`` > 0 the cycle term compares blurred images, with ``huber_beta`` > 0 the cycle and
-    identity terms are Huber, not L1 (losses.recon_loss); ``tint_weight`` > 0 adds the colour-cast term
-    of each translation (losses.tint_loss). ``batch_g`` / ``batch_d`` run the passes that share a network's weights as one call on the
-    concatenated inputs (fewer, larger convolutions); see :func:`can_batch` for when that is exact."""
+    ``augment`` (ganlab.core.augment) transforms every discriminator input, real and fake alike. Options of
+    the terms (ganlab.cyclegan.losses): ``cycle_blur`` (low-pass cycle), ``huber_beta`` (Huber cycle and
+    identity), ``tint_weight`` (colour-cast term). ``batch_g`` / ``batch_d`` run the passes that share a
+    network's weights as one call on the concatenated inputs; :func:`can_batch` says when that is exact."""
     g_ab, g_ba, d_a, d_b = (models[k] for k in MODULE_NAMES)
     amp = Amp.of(amp)  # autocast; in fp16 also the loss scaling
     aug = augment or (lambda x: x)
@@ -144,18 +143,9 @@ def train_step(
         models, opts, (real_a, real_b), (fake_a, fake_b), gan_kind, pools, amp, aug, batch_d
     )
 
-    out = {
-        "G_gan_A2B": loss_gan_ab,
-        "G_gan_B2A": loss_gan_ba,
-        "cycle_A": loss_cyc_a,
-        "cycle_B": loss_cyc_b,
-        "idt_A": loss_idt_a,
-        "idt_B": loss_idt_b,
-        **({"tint": loss_tint} if tint_weight > 0 else {}),
-        "G_total": loss_g,
-        **d_losses,
-    }
-    out = {k: v.detach() for k, v in out.items()}
+    out = {"G_gan_A2B": loss_gan_ab, "G_gan_B2A": loss_gan_ba, "cycle_A": loss_cyc_a, "cycle_B": loss_cyc_b}
+    out |= {"idt_A": loss_idt_a, "idt_B": loss_idt_b, **({"tint": loss_tint} if tint_weight > 0 else {})}
+    out = {k: v.detach() for k, v in {**out, "G_total": loss_g, **d_losses}.items()}
     check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
     amp.step(opts[name] for name in ("G", "D_A", "D_B"))
     return out
