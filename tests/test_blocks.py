@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.models.blocks import InstanceNorm, ReflectionPad
+from ganlab.models.blocks import InstanceNorm, NarrowConv2d, ReflectionPad
 
 CL = torch.channels_last
 
@@ -70,10 +70,43 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     g = ResnetGenerator(cfg).double()
     plain = with_torch_layers(copy.deepcopy(g))
     kinds = {type(m) for m in plain.modules()}
-    assert not kinds & {ReflectionPad, InstanceNorm}
+    assert not kinds & {ReflectionPad, InstanceNorm, NarrowConv2d}
     x = _x((1, 3, 20, 24), torch.contiguous_format)
     torch.testing.assert_close(plain(x), g(x))
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+@pytest.mark.parametrize("bias", [True, False])
+def test_narrow_conv_is_the_plain_conv_in_phases(layout, bias: bool) -> None:
+    """The generator's last conv (few output channels) as one stride-2 conv over four output phases and a
+    pixel shuffle: the same function and gradients as nn.Conv2d with the same parameters."""
+    torch.manual_seed(0)
+    conv = NarrowConv2d(5, 3, 7, bias=bias).double()
+    ref = torch.nn.Conv2d(5, 3, 7, bias=bias).double()
+    assert conv.state_dict().keys() == ref.state_dict().keys()
+    ref.load_state_dict(conv.state_dict())
+    x = _x((2, 5, 14, 16), layout).requires_grad_()  # output 8 x 10: even, so the phase form applies
+    assert conv._phases_apply(x)
+    torch.testing.assert_close(conv(x), ref(x))
+    assert conv(x).is_contiguous(memory_format=layout)
+    assert torch.autograd.gradcheck(conv, (x,))
+    y, g = conv(x), _x((2, 3, 8, 10), layout)
+    got = torch.autograd.grad(y, [x, *conv.parameters()], g)
+    want = torch.autograd.grad(ref(x), [x, *ref.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_narrow_conv_takes_the_plain_path_where_the_phases_do_not_fit() -> None:
+    conv = NarrowConv2d(4, 3, 3).double()
+    odd = _x((1, 4, 9, 10))  # output 7 x 8: odd height
+    assert not conv._phases_apply(odd)
+    torch.testing.assert_close(conv(odd), F.conv2d(odd, conv.weight, conv.bias))
+    wide = NarrowConv2d(4, 8, 3)  # 4 x 8 output channels: more than one vector block already
+    assert not wide._phases_apply(_x((1, 4, 10, 10), dtype=torch.float32))
+    strided = NarrowConv2d(4, 3, 3, stride=2)
+    assert not strided._phases_apply(_x((1, 4, 10, 10), dtype=torch.float32))
 
 
 def test_long_blur_in_bf16_channels_last_does_not_stall() -> None:

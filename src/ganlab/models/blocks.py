@@ -95,6 +95,60 @@ class ReflectionPad(nn.ReflectionPad2d):
         return F.pad(x, p, mode="reflect")
 
 
+def _phase_weights(
+    w: torch.Tensor, b: torch.Tensor | None, s: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weights of a stride-1 conv rewritten for :class:`NarrowConv2d`'s stride-``s`` form: for each
+    output phase (p, q) the kernel shifted by (p, q) inside a (k+s-1)^2 window. w: (C_out, C_in, k, k)
+    -> (C_out*s*s, C_in, k+s-1, k+s-1), channel c*s*s + p*s + q as pixel_shuffle reads it."""
+    co, ci, kh, kw = w.shape
+    shifted = [F.pad(w, (q, s - 1 - q, p, s - 1 - p)) for p in range(s) for q in range(s)]
+    big = torch.stack(shifted, 1).reshape(co * s * s, ci, kh + s - 1, kw + s - 1)
+    return big, (b.repeat_interleave(s * s) if b is not None else None)
+
+
+class NarrowConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and checkpoints) that computes a stride-1 conv with few output channels
+    (the generator's last conv: C_in -> 3, 7x7) in a form oneDNN runs faster on the CPU: one stride-2 conv
+    with 4x the output channels, each the kernel shifted to one of the four output phases, then
+    pixel_shuffle(2). The CPU kernels fill their vector lanes with output channels, so 3 of them leave most
+    lanes idle; 12 fill most. 1.3x the multiply-adds, 1.5-2x faster forward and backward at 64-256 px
+    (docs/performance.md); the same function up to summation order. Other convs, other devices, odd
+    output sizes and ONNX export take nn.Conv2d's path."""
+
+    PHASES = 2
+
+    def _phases_apply(self, x: torch.Tensor) -> bool:
+        s, (kh, kw) = self.PHASES, self.kernel_size
+        return (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and self.out_channels * s * s <= 16
+            and self.stride == (1, 1)
+            and self.padding == (0, 0)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and (x.shape[-2] - kh + 1) % s == 0
+            and (x.shape[-1] - kw + 1) % s == 0
+            and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting()
+            and not torch.onnx.is_in_onnx_export()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._phases_apply(x):
+            return super().forward(x)
+        s = self.PHASES
+        # The weight taken contiguous first: built from a channels_last weight directly, the gradients of
+        # two DDP processes averaged differed from one process's (tests/test_distributed.py); with the copy
+        # they agree to rounding.
+        w, b = _phase_weights(self.weight.contiguous(), self.bias, s)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            w = w.contiguous(memory_format=torch.channels_last)
+        # (N, C_in, H+k-1, W+k-1) -> (N, 4*C_out, H/2, W/2) -> (N, C_out, H, W)
+        return F.pixel_shuffle(F.conv2d(x, w, b, stride=s), s)
+
+
 def _hwc(t: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) in channels_last memory -> the (N, H*W, C) view of the same memory."""
     n, c, h, w = t.shape
@@ -251,13 +305,20 @@ def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True
 
 def with_torch_layers(module: nn.Module) -> nn.Module:
     """``module`` (changed in place and returned) with ganlab's faster layers swapped for the plain torch
-    ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d. Same
+    ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d,
+    NarrowConv2d -> nn.Conv2d. Same
     function and parameters; the plain path of ``ganlab bench --baseline`` runs it."""
     for name, child in list(module.named_children()):
         if isinstance(child, ReflectionPad):
             new: nn.Module = nn.ReflectionPad2d(child.padding)
         elif isinstance(child, InstanceNorm):
             new = nn.InstanceNorm2d(child.num_features, child.eps, child.momentum, child.affine)
+        elif isinstance(child, NarrowConv2d):
+            w = child.weight
+            new = nn.Conv2d(
+                child.in_channels, child.out_channels, child.kernel_size, bias=child.bias is not None
+            )
+            new.to(device=w.device, dtype=w.dtype).load_state_dict(child.state_dict())
         else:
             new = with_torch_layers(child)
         setattr(module, name, new)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ganlab.core.errors import ConfigError
 from ganlab.models.blocks import (
+    NarrowConv2d,
     NormKind,
     ReflectionPad,
     ResidualBlock,
@@ -79,7 +80,7 @@ class ResnetGenerator(nn.Module):
             layers += [make_upsample(cfg.upsample, ch, ch // 2, bias), make_norm(cfg.norm, ch // 2)]
             layers.append(nn.ReLU(inplace=True))
             ch //= 2
-        layers += [ReflectionPad(3), nn.Conv2d(ch, cfg.out_channels, 7)]
+        layers += [ReflectionPad(3), NarrowConv2d(ch, cfg.out_channels, 7)]
         if cfg.global_skip:
             if cfg.in_channels != cfg.out_channels:
                 raise ValueError("global_skip needs in_channels == out_channels")
