@@ -76,17 +76,46 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())
 
 
+def test_sr_tail_is_narrow_and_swaps_back() -> None:
+    """The SR generator's 9x9 tail (C -> 3, reflect padding inside the conv) takes the phase form; the
+    plain layers give the same function."""
+    import copy
+
+    from ganlab.models.blocks import with_torch_layers
+    from ganlab.models.sr import SRResNet, SRResNetConfig
+
+    g = SRResNet(SRResNetConfig(hidden=8, n_residual=1, scale=2, skip="none")).double().eval()
+    torch.nn.init.normal_(g.tail.weight, std=0.1)
+    x = _x((1, 3, 10, 12), torch.contiguous_format)
+    assert isinstance(g.tail, NarrowConv2d) and g.tail._phases_apply(g.upsample(g.head(x)))
+    plain = with_torch_layers(copy.deepcopy(g))
+    assert type(plain.tail) is torch.nn.Conv2d and plain.tail.padding_mode == "reflect"
+    torch.testing.assert_close(plain(x), g(x))
+
+
 @pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
-@pytest.mark.parametrize("bias", [True, False])
-def test_narrow_conv_is_the_plain_conv_in_phases(layout, bias: bool) -> None:
+@pytest.mark.parametrize(
+    ("bias", "pad"),
+    [
+        (True, {}),
+        (False, {}),
+        (True, {"padding": 3, "padding_mode": "reflect"}),
+        (False, {"padding": (1, 2)}),
+    ],
+)
+def test_narrow_conv_is_the_plain_conv_in_phases(layout, bias: bool, pad: dict) -> None:
     """The generator's last conv (few output channels) as one stride-2 conv over four output phases and a
-    pixel shuffle: the same function and gradients as nn.Conv2d with the same parameters."""
+    pixel shuffle: the same function and gradients as nn.Conv2d with the same parameters, padding inside
+    the conv (the SR tail's reflect padding) included."""
     torch.manual_seed(0)
-    conv = NarrowConv2d(5, 3, 7, bias=bias).double()
-    ref = torch.nn.Conv2d(5, 3, 7, bias=bias).double()
+    conv = NarrowConv2d(5, 3, 7, bias=bias, **pad).double()
+    ref = torch.nn.Conv2d(5, 3, 7, bias=bias, **pad).double()
     assert conv.state_dict().keys() == ref.state_dict().keys()
     ref.load_state_dict(conv.state_dict())
-    x = _x((2, 5, 14, 16), layout).requires_grad_()  # output 8 x 10: even, so the phase form applies
+    ph, pw = conv.padding
+    x = _x(
+        (2, 5, 14 - 2 * ph, 16 - 2 * pw), layout
+    ).requires_grad_()  # output 8 x 10: even, so the phase form applies
     assert conv._phases_apply(x)
     torch.testing.assert_close(conv(x), ref(x))
     assert conv(x).is_contiguous(memory_format=layout)

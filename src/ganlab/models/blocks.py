@@ -83,16 +83,21 @@ class ReflectionPad(nn.ReflectionPad2d):
     backward of _ReflectPadFn."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return self._pad(x)
-        return self._pad(x)
+        return reflect_pad(x, self.padding)
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.padding
-        if p.count(p[0]) == 4 and torch.is_grad_enabled() and x.requires_grad:
-            return _ReflectPadFn.apply(x, p[0])
-        return F.pad(x, p, mode="reflect")
+
+def reflect_pad(x: torch.Tensor, p: tuple[int, int, int, int]) -> torch.Tensor:
+    """F.pad(x, p, mode="reflect") in x's dtype, also under autocast (see ReflectionPad)."""
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return _reflect_pad(x, p)
+    return _reflect_pad(x, p)
+
+
+def _reflect_pad(x: torch.Tensor, p: tuple[int, int, int, int]) -> torch.Tensor:
+    if p.count(p[0]) == 4 and torch.is_grad_enabled() and x.requires_grad:
+        return _ReflectPadFn.apply(x, p[0])
+    return F.pad(x, p, mode="reflect")
 
 
 def _phase_weights(
@@ -113,23 +118,26 @@ class NarrowConv2d(nn.Conv2d):
     with 4x the output channels, each the kernel shifted to one of the four output phases, then
     pixel_shuffle(2). The CPU kernels fill their vector lanes with output channels, so 3 of them leave most
     lanes idle; 12 fill most. 1.3x the multiply-adds, 1.5-2x faster forward and backward at 64-256 px
-    (docs/performance.md); the same function up to summation order. Other convs, other devices, odd
-    output sizes and ONNX export take nn.Conv2d's path."""
+    (docs/performance.md); the same function up to summation order. Padding inside the conv (the SR
+    tail's reflect padding) is applied first. Other convs, other devices, odd output sizes and ONNX export
+    take nn.Conv2d's path."""
 
     PHASES = 2
 
     def _phases_apply(self, x: torch.Tensor) -> bool:
         s, (kh, kw) = self.PHASES, self.kernel_size
+        if not isinstance(self.padding, tuple) or self.padding_mode == "circular":  # "same"/"valid" strings
+            return False
+        ph, pw = self.padding
         return (
             x.device.type == "cpu"
             and x.dim() == 4
             and self.out_channels * s * s <= 16
             and self.stride == (1, 1)
-            and self.padding == (0, 0)
             and self.dilation == (1, 1)
             and self.groups == 1
-            and (x.shape[-2] - kh + 1) % s == 0
-            and (x.shape[-1] - kw + 1) % s == 0
+            and (x.shape[-2] + 2 * ph - kh + 1) % s == 0
+            and (x.shape[-1] + 2 * pw - kw + 1) % s == 0
             and not torch.jit.is_tracing()
             and not torch.jit.is_scripting()
             and not torch.onnx.is_in_onnx_export()
@@ -139,6 +147,12 @@ class NarrowConv2d(nn.Conv2d):
         if not self._phases_apply(x):
             return super().forward(x)
         s = self.PHASES
+        if self.padding != (0, 0):  # the SR tail pads inside the conv (reflect); same pad, then no padding
+            p = tuple(self._reversed_padding_repeated_twice)
+            if self.padding_mode == "reflect":
+                x = reflect_pad(x, p)
+            else:
+                x = F.pad(x, p, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
         # The weight taken contiguous first: built from a channels_last weight directly, the gradients of
         # two DDP processes averaged differed from one process's (tests/test_distributed.py); with the copy
         # they agree to rounding.
@@ -316,7 +330,12 @@ def with_torch_layers(module: nn.Module) -> nn.Module:
         elif isinstance(child, NarrowConv2d):
             w = child.weight
             new = nn.Conv2d(
-                child.in_channels, child.out_channels, child.kernel_size, bias=child.bias is not None
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                padding=child.padding,
+                bias=child.bias is not None,
+                padding_mode=child.padding_mode,
             )
             new.to(device=w.device, dtype=w.dtype).load_state_dict(child.state_dict())
         else:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganlab.core.errors import ConfigError
-from ganlab.models.blocks import PixelShuffleUp, conv_bias, make_norm
+from ganlab.models.blocks import NarrowConv2d, PixelShuffleUp, conv_bias, make_norm
 
 SRNorm = Literal["batch", "none"]
 SCALES = (2, 3, 4, 8)
@@ -102,7 +102,8 @@ class SRResNet(nn.Module):
         self.upsample = nn.Sequential(
             *[nn.Sequential(PixelShuffleUp(c, c, icnr=cfg.icnr, scale=f), nn.PReLU(c)) for f in self.factors]
         )
-        self.tail = _conv(c, cfg.in_channels, 9)
+        # C -> 3 channels: NarrowConv2d (same parameters) runs it faster on the CPU.
+        self.tail = NarrowConv2d(c, cfg.in_channels, 9, padding=4, padding_mode="reflect")
         if cfg.skip == "bicubic":
             # Start exactly at the bicubic baseline: the residual branch begins silent (zero last layer),
             # instead of adding noise the first hundred steps would spend removing.

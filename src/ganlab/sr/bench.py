@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ganlab.core.device import Amp
+from ganlab.models.blocks import with_torch_layers
 from ganlab.sr.config import SRConfig
 from ganlab.sr.step import build_models, train_step
 
@@ -24,11 +25,14 @@ def make_step(
     compile: bool = False,
 ) -> Callable[[], Any]:
     """A zero-argument call of one training step (``mode`` train) or one upscale batch (infer) on random
-    HR crops of (batch, 3, size, size) and their LR (size / scale)."""
+    HR crops of (batch, 3, size, size) and their LR (size / scale). ``plain`` builds the networks from
+    torch's own layers (models.blocks.with_torch_layers) and reads every loss as a float."""
     torch.manual_seed(cfg.train.seed)
     models = build_models(cfg, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for m in models.modules().values():
+        if plain:
+            with_torch_layers(m)
         m.to(memory_format=fmt)
     n, s, scale = cfg.train.batch_size, cfg.data.size, cfg.model.scale
     hr = torch.rand(n, 3, s, s, device=device).contiguous(memory_format=fmt)
