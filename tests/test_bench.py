@@ -75,23 +75,35 @@ def test_conv_peak_and_machine_info_are_sane() -> None:
     assert info["cores"] >= 1 and info["threads"] >= 1 and isinstance(info["cpu_flags"], list)
 
 
-def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(capsys, monkeypatch) -> None:
-    """The generator's last conv runs as a stride-2 conv over shifted kernels (more multiply-adds, most of
+@pytest.mark.parametrize("task", ["cyclegan", "sr"])
+def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(task: str, capsys, monkeypatch) -> None:
+    """The generators' last conv runs as a stride-2 conv over shifted kernels (more multiply-adds, most of
     them by zero); the benchmark's FLOPs are those of the model as defined, so its GFLOP/s stays honest."""
     import torch
 
-    from ganlab.cyclegan.config import build_cyclegan_config
-    from ganlab.cyclegan.step import build_models
     from ganlab.models.blocks import NarrowConv2d
 
     monkeypatch.setattr(
         "ganlab.core.bench.conv_peak", lambda *a, **k: {"peak_gflops_per_s": 1.0, "peak_layout": "nchw"}
     )
-    args = ["--preset", "model2", "--size", "16", "--set", "model.hidden=4", "--mode", "infer"]
-    assert main(["bench", *args, "--batch-size", "2", "--repeats", "1", "--json"]) == 0
+    if task == "cyclegan":
+        from ganlab.cyclegan.config import build_cyclegan_config
+        from ganlab.cyclegan.step import build_models
+
+        args = ["--preset", "model2", "--size", "16", "--set", "model.hidden=4"]
+        g = build_models(build_cyclegan_config("model2", overrides={"model": {"hidden": 4}}))["G_A2B"]
+        x = torch.zeros(2, 3, 16, 16)
+    else:
+        from ganlab.sr.config import build_sr_config
+        from ganlab.sr.step import build_models as build_sr_models
+
+        args = ["--task", "sr", "--preset", "srresnet-small", "--size", "32", "--set", "model.hidden=4"]
+        cfg = build_sr_config("srresnet-small", overrides={"model": {"hidden": 4}})
+        g = build_sr_models(cfg, torch.device("cpu")).generator
+        x = torch.zeros(2, 3, 8, 8)  # the LR side of 32 px HR crops at x4
+    assert main(["bench", *args, "--mode", "infer", "--batch-size", "2", "--repeats", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    g = build_models(build_cyclegan_config("model2", overrides={"model": {"hidden": 4}}))["G_A2B"].eval()
-    x = torch.zeros(2, 3, 16, 16)
+    g.eval()
     with torch.no_grad():
         rewritten = count_flops(lambda: g(x))
         monkeypatch.setattr(NarrowConv2d, "_phases_apply", lambda self, x: False)
