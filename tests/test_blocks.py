@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.models.blocks import InstanceNorm, NarrowConv2d, ReflectionPad
+from ganlab.models.blocks import InstanceNorm, NarrowConv2d, PixelShuffleUp, ReflectionPad, with_torch_layers
 
 CL = torch.channels_last
 
@@ -37,12 +37,20 @@ def test_reflection_pad_keeps_bf16_under_autocast() -> None:
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
 
 
+# Maps under 32 x 32 px take per-sample batch norm forward, larger ones group norm (blocks.py).
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (2, 3, 32, 33)])
 @pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
-def test_instance_norm_matches_torch_and_keeps_channels_last(layout) -> None:
-    x = _x((2, 5, 6, 7), layout).requires_grad_()
-    norm = InstanceNorm(5)
+def test_instance_norm_matches_torch_and_keeps_channels_last(layout, shape) -> None:
+    x = _x(shape, layout).requires_grad_()
+    norm = InstanceNorm(shape[1])
     torch.testing.assert_close(norm(x), F.instance_norm(x))
-    assert torch.autograd.gradcheck(norm, (x,))
+    g = torch.randn(shape, dtype=x.dtype)
+    ref = x.detach().clone().requires_grad_()
+    torch.testing.assert_close(
+        torch.autograd.grad(norm(x), x, g)[0], torch.autograd.grad(F.instance_norm(ref), ref, g)[0]
+    )
+    if x.numel() < 1000:  # gradcheck's cost grows with the square of the size
+        assert torch.autograd.gradcheck(norm, (x,))
     assert norm(x).is_contiguous(memory_format=layout)
     with torch.no_grad():
         torch.testing.assert_close(norm(x), F.instance_norm(x))
@@ -152,3 +160,27 @@ def test_long_blur_in_bf16_channels_last_does_not_stall() -> None:
         "assert y.shape == x.shape and torch.allclose(y.float().mean(), x.float().mean(), atol=0.02)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_pixel_shuffle_up_matches_conv_then_pixel_shuffle(layout, scale: int) -> None:
+    """Channels_last on the CPU, PixelShuffleUp reorders its conv's output channels so that the shuffle
+    copies contiguous runs; outputs, all gradients, layout and state dict are those of conv + nn.PixelShuffle."""
+    import copy
+
+    up = PixelShuffleUp(6, 5, icnr=False, scale=scale).double()
+    torch.nn.init.normal_(up.conv.bias)
+    plain = with_torch_layers(copy.deepcopy(up))
+    assert not plain.subpixel_last and up.subpixel_last
+    assert plain.state_dict().keys() == up.state_dict().keys()
+    x = _x((2, 6, 7, 9), layout).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    y, y_ref = up(x), plain.shuffle(plain.conv(plain.pad(ref)))
+    assert y.shape == (2, 5, 7 * scale, 9 * scale) and y.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn(y.shape, dtype=y.dtype)
+    grads = torch.autograd.grad(y, [x, *up.parameters()], g)
+    grads_ref = torch.autograd.grad(y_ref, [ref, *plain.parameters()], g)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b)

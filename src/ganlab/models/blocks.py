@@ -100,6 +100,20 @@ def _reflect_pad(x: torch.Tensor, p: tuple[int, int, int, int]) -> torch.Tensor:
     return F.pad(x, p, mode="reflect")
 
 
+def _channels_last_cpu(x: torch.Tensor) -> bool:
+    """Whether x is a channels_last (N, C, H, W) CPU tensor on an eager path (not traced, scripted or being
+    exported to ONNX), where the CPU layouts of this module apply."""
+    return (
+        x.device.type == "cpu"
+        and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.onnx.is_in_onnx_export()
+    )
+
+
 def _phase_weights(
     w: torch.Tensor, b: torch.Tensor | None, s: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -163,38 +177,52 @@ class NarrowConv2d(nn.Conv2d):
         return F.pixel_shuffle(F.conv2d(x, w, b, stride=s), s)
 
 
-def _hwc(t: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in channels_last memory -> the (N, H*W, C) view of the same memory."""
-    n, c, h, w = t.shape
-    return t.permute(0, 2, 3, 1).reshape(n, h * w, c)
+# aten's channels_last group-norm kernel takes a slow path for maps under 32 x 32 pixels: 20-60x slower
+# than batch norm over each sample alone (PyTorch 2.13 CPU, docs/performance.md), as in a PatchGAN's last
+# layers (16 x 16 and 15 x 15 at 128 px).
+_GROUP_NORM_MIN_PIXELS = 1024
 
 
 class _InstanceNormCLFn(torch.autograd.Function):
     """Instance norm (no affine) of a channels_last (N, C, H, W) tensor that stays channels_last, forward
     and backward. F.instance_norm views its input as (1, N*C, H, W), which copies a channels_last tensor
-    to NCHW and back in every layer; that copying ate the gain of channels_last convolutions."""
+    to NCHW and back in every layer; that copying ate the gain of channels_last convolutions.
+
+    Instance norm of sample i is batch norm (training statistics, no affine) of the batch of one x[i];
+    aten's fused channels_last batch-norm kernels do it in one pass for the statistics and one for the
+    result, forward and backward."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, eps: float) -> torch.Tensor:
         n, c, h, w = x.shape
-        # Group norm with one channel per group is instance norm; its CPU kernel keeps channels_last.
-        y, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, h * w, c, eps)
+        if h * w >= _GROUP_NORM_MIN_PIXELS:
+            # Group norm with one channel per group is instance norm; its CPU kernel keeps channels_last.
+            y, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, h * w, c, eps)
+            mean, rstd = mean.view(n, c), rstd.view(n, c)
+        else:
+            y = torch.empty_like(x)  # channels_last, as x; y[i : i + 1] is a channels_last sample
+            mean, rstd = x.new_empty((n, c)), x.new_empty((n, c))
+            for i in range(n):
+                torch.ops.aten.native_batch_norm.out(
+                    x[i : i + 1], None, None, None, None, True, 0.0, eps,
+                    out=y[i : i + 1], save_mean=mean[i], save_invstd=rstd[i],
+                )  # fmt: skip
+        ctx.eps = eps
         ctx.save_for_backward(x, mean, rstd)  # not y: a ReLU(inplace=True) may overwrite it
         return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        # dx = rstd * (g - mean_hw(g) - xhat * mean_hw(g * xhat)), per sample and channel.
-        x, mean, rstd = ctx.saved_tensors
-        n, c, h, w = x.shape
-        mean, rstd = mean.view(n, 1, c), rstd.view(n, 1, c)  # (N, 1, C), float32 (float64 for f64)
-        g3 = _hwc(g.contiguous(memory_format=torch.channels_last))  # (N, HW, C)
-        xhat = torch.addcmul((-mean * rstd).to(x.dtype), _hwc(x), rstd.to(x.dtype))
-        mg = g3.sum(1, keepdim=True, dtype=rstd.dtype) / (h * w)
-        mgx = (g3 * xhat).sum(1, keepdim=True, dtype=rstd.dtype) / (h * w)
-        dx = torch.addcmul((-mg * rstd).to(g.dtype), g3, rstd.to(g.dtype))
-        dx.addcmul_(xhat, (-mgx * rstd).to(g.dtype))
-        return dx.view(n, h, w, c).permute(0, 3, 1, 2), None
+        # Per sample and channel: dx = rstd * (g - mean_hw(g) - xhat * mean_hw(g * xhat)).
+        x, mean, rstd = ctx.saved_tensors  # (N, C, H, W) channels_last; (N, C) statistics
+        g = g.contiguous(memory_format=torch.channels_last)
+        dx = torch.empty_like(x)
+        for i in range(x.shape[0]):
+            dx[i : i + 1] = torch.ops.aten.native_batch_norm_backward(
+                g[i : i + 1], x[i : i + 1], None, None, None, mean[i], rstd[i], True, ctx.eps,
+                [True, False, False],
+            )[0]  # fmt: skip
+        return dx, None
 
 
 class InstanceNorm(nn.InstanceNorm2d):
@@ -281,8 +309,27 @@ class PixelShuffleUp(nn.Module):
                     b = self.conv.bias.view(out_ch, scale * scale)
                     b.copy_(b[:, :1].expand_as(b))
 
+    # False in the plain path of `ganlab bench --baseline` (with_torch_layers): conv, then nn.PixelShuffle.
+    subpixel_last = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.conv(self.pad(x)))
+        x = self.pad(x)
+        if not (self.subpixel_last and _channels_last_cpu(x)):
+            return self.shuffle(self.conv(x))
+        # Channels_last on the CPU: aten's pixel shuffle there gathers single values at a stride of s*s
+        # channels (its backward, pixel_unshuffle, took 4.6 ms at (4, 96, 128, 128) bf16). With the conv's
+        # output channels reordered from (c, i, j) to (i, j, c), each output pixel's C channels are one
+        # contiguous run in memory, and the shuffle copies runs: 3-6x faster forward and backward.
+        s = self.shuffle.upscale_factor
+        c = self.conv.out_channels // (s * s)
+        w, b = self.conv.weight.contiguous(), self.conv.bias  # (C*s*s, C_in, k, k), channel c*s*s + i*s + j
+        w = w.view(c, s * s, *w.shape[1:]).transpose(0, 1).reshape(w.shape)  # channel (i*s + j)*C + c
+        w = w.contiguous(memory_format=torch.channels_last)
+        b = b.view(c, s * s).t().reshape(-1) if b is not None else None
+        y = F.conv2d(x, w, b)  # (N, s*s*C, H, W), memory (N, H, W, i, j, C)
+        n, _, h, wd = y.shape
+        y = y.permute(0, 2, 3, 1).reshape(n, h, wd, s, s, c).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(n, h * s, wd * s, c).permute(0, 3, 1, 2)  # (N, C, sH, sW) channels_last
 
     def seamless_parts(self) -> tuple[str, list[nn.Module]]:
         return "chain", [self.pad, self.conv, self.shuffle]
@@ -320,8 +367,10 @@ def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True
 def with_torch_layers(module: nn.Module) -> nn.Module:
     """``module`` (changed in place and returned) with ganlab's faster layers swapped for the plain torch
     ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d,
-    NarrowConv2d -> nn.Conv2d. Same
+    NarrowConv2d -> nn.Conv2d, and PixelShuffleUp back to conv then nn.PixelShuffle. Same
     function and parameters; the plain path of ``ganlab bench --baseline`` runs it."""
+    if isinstance(module, PixelShuffleUp):
+        module.subpixel_last = False
     for name, child in list(module.named_children()):
         if isinstance(child, ReflectionPad):
             new: nn.Module = nn.ReflectionPad2d(child.padding)
