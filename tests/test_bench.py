@@ -81,7 +81,7 @@ def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(task: str, 
     them by zero); the benchmark's FLOPs are those of the model as defined, so its GFLOP/s stays honest."""
     import torch
 
-    from ganlab.models.blocks import NarrowConv2d
+    from ganlab.models.layers import NarrowConv2d
 
     monkeypatch.setattr(
         "ganlab.core.bench.conv_peak", lambda *a, **k: {"peak_gflops_per_s": 1.0, "peak_layout": "nchw"}

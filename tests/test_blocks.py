@@ -1,4 +1,5 @@
-"""The layout-keeping layers of ganlab.models.blocks equal the torch layers they replace."""
+"""The layout-keeping layers of ganlab.models.layers (and PixelShuffleUp's channels_last path) equal the
+torch layers they replace."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.models.blocks import InstanceNorm, NarrowConv2d, PixelShuffleUp, ReflectionPad, with_torch_layers
+from ganlab.models.blocks import PixelShuffleUp, with_torch_layers
+from ganlab.models.layers import (
+    ConvTranspose,
+    InstanceNorm,
+    NarrowConv2d,
+    ReflectionPad,
+    _ConvTransposeFn,
+)
 
 CL = torch.channels_last
 
@@ -78,7 +86,7 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     g = ResnetGenerator(cfg).double()
     plain = with_torch_layers(copy.deepcopy(g))
     kinds = {type(m) for m in plain.modules()}
-    assert not kinds & {ReflectionPad, InstanceNorm, NarrowConv2d}
+    assert not kinds & {ReflectionPad, InstanceNorm, NarrowConv2d, ConvTranspose}
     x = _x((1, 3, 20, 24), torch.contiguous_format)
     torch.testing.assert_close(plain(x), g(x))
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())
@@ -184,3 +192,42 @@ def test_pixel_shuffle_up_matches_conv_then_pixel_shuffle(layout, scale: int) ->
     grads_ref = torch.autograd.grad(y_ref, [ref, *plain.parameters()], g)
     for a, b in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("args", [((2, 2), (1, 1), (1, 1), 1, (1, 1)), ((2, 1), (0, 2), (1, 0), 2, (1, 2))])
+def test_conv_transpose_backward_is_the_adjoint_conv(args) -> None:
+    """_ConvTransposeFn's backward (conv2d and its weight gradient) against aten's, in float64: every
+    gradient, for strides, paddings, output paddings, groups and dilations."""
+    stride, padding, output_padding, groups, dilation = args
+    x = _x((2, 4, 5, 6)).requires_grad_()
+    w = _x((4, 3, 3, 3)).mul(0.1).requires_grad_()
+    b = _x((3 * groups,), torch.contiguous_format).requires_grad_()
+    y = _ConvTransposeFn.apply(x, w, b, args)  # w: (C_in, C_out / groups, k, k)
+    y_ref = F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn(y.shape, dtype=y.dtype)
+    torch.testing.assert_close(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(y_ref, (x, w, b), g))
+
+
+def test_conv_transpose_takes_its_path_in_bf16_and_matches_torch() -> None:
+    """Under bf16 autocast on channels_last input, ConvTranspose runs _ConvTransposeFn (its own autograd
+    node) and gives nn.ConvTranspose2d's outputs and gradients; with_torch_layers swaps the plain one in."""
+    import copy
+
+    up = ConvTranspose(6, 4, 3, stride=2, padding=1, output_padding=1)
+    plain = with_torch_layers(torch.nn.Sequential(copy.deepcopy(up)))[0]
+    assert type(plain) is torch.nn.ConvTranspose2d
+    x = _x((2, 6, 8, 8), dtype=torch.float32).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = up(x), plain(ref)
+    assert y.grad_fn.name() == "_ConvTransposeFnBackward" and y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.randn(y.shape, dtype=y.dtype)
+    for a, b in zip(
+        torch.autograd.grad(y, [x, *up.parameters()], g),
+        torch.autograd.grad(y_ref, [ref, *plain.parameters()], g),
+        strict=True,
+    ):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)

@@ -191,7 +191,7 @@ def _split(x: torch.Tensor, n: int, k: int) -> list[torch.Tensor | None]:
 
 def fast_settings(cfg: CycleGANConfig, device: torch.device) -> dict[str, Any]:
     """What the trainer does on ``device``: the layout of ``train.memory_format`` (auto: channels_last on
-    CUDA and AVX-512 CPUs; with the layout-keeping ReflectionPad and InstanceNorm of ganlab.models.blocks
+    CUDA and AVX-512 CPUs; with the layout-keeping ReflectionPad and InstanceNorm of ganlab.models.layers
     it was faster for every step measured there, bf16 and fp32); batched passes on CUDA only (slower on
     CPU; docs/performance.md)."""
     cuda = device.type == "cuda"

@@ -12,15 +12,14 @@ from torch import nn
 
 from ganlab.core.errors import ConfigError
 from ganlab.models.blocks import (
-    NarrowConv2d,
     NormKind,
-    ReflectionPad,
     ResidualBlock,
     UpsampleKind,
     conv_bias,
     make_norm,
     make_upsample,
 )
+from ganlab.models.layers import NarrowConv2d, ReflectionPad
 
 
 @dataclass
