@@ -45,10 +45,8 @@ KEYS = {
     ids=["cyclegan-train", "sr-train", "cyclegan-infer"],
 )
 def test_bench_json_has_its_keys(args: list[str], capsys, monkeypatch) -> None:
-    # The conv peak is the slow part of a bench; a small stand-in keeps this a test of the plumbing.
-    monkeypatch.setattr(
-        "ganlab.core.bench.conv_peak", lambda *a, **k: {"peak_gflops_per_s": 1.0, "peak_layout": "nchw"}
-    )
+    # The conv peak is the slow part of a bench; a small one keeps this a test of the plumbing.
+    monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (1, 8, 8))
     assert main(["bench", *args, "--batch-size", "2", "--repeats", "1", "--baseline", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert KEYS | {"baseline_seconds_per_step", "speedup"} <= set(r)
@@ -66,11 +64,17 @@ def test_flop_counter_counts_a_known_convolution() -> None:
     assert count_flops(lambda: conv(x)) == 2 * (2 * 16 * 10 * 10) * (8 * 3 * 3)
 
 
-def test_conv_peak_and_machine_info_are_sane() -> None:
+def test_conv_peak_and_machine_info_are_sane(monkeypatch) -> None:
     import torch
 
-    peak = conv_peak(torch.device("cpu"), "fp32", train=False, repeats=1)
+    monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (2, 16, 16))
+    calls: list[str] = []
+    peak = conv_peak(
+        torch.device("cpu"), "fp32", train=True, repeats=3, alongside={"step": lambda: calls.append("x")}
+    )
     assert peak["peak_gflops_per_s"] > 0 and peak["peak_layout"] in ("nchw", "channels_last")
+    assert peak["peak_gflops_per_s"] == max(peak["by_layout"].values())
+    assert len(calls) == 3 and len(peak["times"]["step"]) == 3  # timed in turn with the peak
     info = machine_info(torch.device("cpu"))
     assert info["cores"] >= 1 and info["threads"] >= 1 and isinstance(info["cpu_flags"], list)
 
@@ -83,9 +87,7 @@ def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(task: str, 
 
     from ganlab.models.layers import NarrowConv2d
 
-    monkeypatch.setattr(
-        "ganlab.core.bench.conv_peak", lambda *a, **k: {"peak_gflops_per_s": 1.0, "peak_layout": "nchw"}
-    )
+    monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (1, 8, 8))
     if task == "cyclegan":
         from ganlab.cyclegan.config import build_cyclegan_config
         from ganlab.cyclegan.step import build_models

@@ -82,14 +82,20 @@ def count_flops(fn: Callable[[], Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def conv_peak(device: torch.device, precision: str, train: bool, repeats: int = 5) -> dict[str, Any]:
-    """The machine's convolution throughput at ``precision``: a 3x3, 256-channel convolution on a
-    (4, 256, 64, 64) input (forward, or forward + backward when ``train``), in both memory layouts; the
-    faster one is the peak a model's step is measured against."""
-    out: dict[str, Any] = {}
+# The peak's reference: a 3x3 convolution with this many channels on a (batch, channels, size, size) input.
+PEAK_CONV = (4, 256, 64)
+
+
+def peak_calls(
+    device: torch.device, precision: str, train: bool
+) -> dict[str, tuple[Callable[[], None], float]]:
+    """The peak's convolution (forward, or forward + backward when ``train``) in both memory layouts:
+    {layout: (a zero-argument call, its FLOPs)}, warmed up."""
+    b, c, s = PEAK_CONV
+    out: dict[str, tuple[Callable[[], None], float]] = {}
     for layout in ("nchw", "channels_last"):
-        conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
-        x = torch.randn(4, 256, 64, 64, device=device, requires_grad=train)
+        conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device)
+        x = torch.randn(b, c, s, s, device=device, requires_grad=train)
         if layout == "channels_last":
             conv = conv.to(memory_format=torch.channels_last)
             x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(train)
@@ -101,8 +107,29 @@ def conv_peak(device: torch.device, precision: str, train: bool, repeats: int = 
                 y.float().sum().backward()
 
         call()
-        flops = count_flops(call)
-        seconds = median(time_calls({"conv": call}, repeats, device)["conv"])
-        out[layout] = flops / seconds / 1e9
-    best = max(("nchw", "channels_last"), key=lambda k: out[k])
-    return {"peak_gflops_per_s": out[best], "peak_layout": best, "by_layout": out}
+        out[layout] = (call, count_flops(call))
+    return out
+
+
+def conv_peak(
+    device: torch.device,
+    precision: str,
+    train: bool,
+    repeats: int = 5,
+    alongside: dict[str, Callable[[], Any]] | None = None,
+) -> dict[str, Any]:
+    """The machine's convolution throughput at ``precision`` (:func:`peak_calls`); the faster layout is
+    the peak a model's step is measured against. ``alongside``: calls timed in turn with the peak's
+    (step, plain step, peak, step, ...), so that load or clocks that drift during a benchmark slow the
+    step and its peak alike; their seconds per call are returned under "times"."""
+    calls = peak_calls(device, precision, train)
+    fns = {**(alongside or {}), **{f"peak {k}": call for k, (call, _) in calls.items()}}
+    times = time_calls(fns, repeats, device)
+    rates = {k: flops / median(times[f"peak {k}"]) / 1e9 for k, (_, flops) in calls.items()}
+    best = max(rates, key=lambda k: rates[k])
+    return {
+        "peak_gflops_per_s": rates[best],
+        "peak_layout": best,
+        "by_layout": rates,
+        "times": {k: times[k] for k in alongside or {}},
+    }
