@@ -112,3 +112,25 @@ def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(task: str, 
         defined = count_flops(lambda: g(x))
     assert rewritten > defined
     assert r["gflop_per_step"] * 1e9 == pytest.approx(defined)
+
+
+def test_op_times_names_the_steps_ops(monkeypatch) -> None:
+    """``ganlab bench --ops``: every aten op of the step timed alone, slowest first; a training step runs
+    convolutions forward and backward, and the shares of all ops add up to one."""
+    from ganlab.experiments.bench import format_bench, run_bench
+
+    monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (1, 8, 8))
+    r = run_bench(
+        preset="model2",
+        size=32,
+        batch_size=2,
+        overrides={"model": {"hidden": 4}, "disc": {"hidden": 4, "n_layers": 2}},
+        repeats=1,
+        ops=1000,
+    )
+    ops = r["ops"]
+    assert {"convolution", "convolution_backward"} <= {o["op"] for o in ops}
+    assert [o["ms_per_step"] for o in ops] == sorted((o["ms_per_step"] for o in ops), reverse=True)
+    assert sum(o["share"] for o in ops) == pytest.approx(1.0)
+    assert all(o["calls_per_step"] > 0 for o in ops)
+    assert "convolution_backward" in format_bench(r)

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="store_true", help="also time the plain path and print the speedup")
     p.add_argument("--repeats", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also list the step's N slowest aten ops (each timed alone, as torch.profiler does not)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         repeats=args.repeats,
         device=args.device,
+        ops=args.ops,
     )
     print(json.dumps(res, indent=2) if args.json else format_bench(res))
     return 0

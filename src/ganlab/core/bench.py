@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganlab.core.device import autocast, cpu_flags
@@ -80,6 +81,49 @@ def count_flops(fn: Callable[[], Any]) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
     return float(counter.get_total_flops())
+
+
+class _OpTimer(TorchDispatchMode):
+    """Wall time of each aten op, one op at a time (synchronising a GPU around each)."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        synchronize(self.device)
+        name = func.overloadpacket.__name__
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return out
+
+
+def op_times(fn: Callable[[], Any], device: torch.device, steps: int = 2) -> list[dict[str, Any]]:
+    """Where a step's time goes: the wall milliseconds per step of each aten op (convolution,
+    convolution_backward, native_group_norm, ...) over ``steps`` calls of ``fn``, slowest first, with its
+    calls per step and its share of the ops' total. Each op is timed alone around its kernel:
+    torch.profiler's per-op overhead made the small ops of a CPU step look 3-10x slower than they ran
+    (docs/performance.md)."""
+    timer = _OpTimer(device)
+    with timer:
+        for _ in range(steps):
+            fn()
+    total = sum(timer.seconds.values()) or 1.0
+    rows = [
+        {
+            "op": k,
+            "ms_per_step": 1e3 * v / steps,
+            "calls_per_step": timer.calls[k] / steps,
+            "share": v / total,
+        }
+        for k, v in timer.seconds.items()
+    ]
+    return sorted(rows, key=lambda r: -r["ms_per_step"])
 
 
 # The peak's reference: a 3x3 convolution with this many channels on a (batch, channels, size, size) input.

@@ -39,10 +39,12 @@ def run_bench(
     baseline: bool = False,
     repeats: int = 5,
     device: str = "auto",
+    ops: int = 0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Benchmark one step; returns the numbers ``ganlab bench --json`` prints. Unset arguments come from
-    the config (preset and files), so ``config_files`` benchmarks any recipe as it would train."""
+    the config (preset and files), so ``config_files`` benchmarks any recipe as it would train. ``ops``:
+    also list the step's slowest ``ops`` aten ops (:func:`ganlab.core.bench.op_times`)."""
     if preset is not None and task == "cyclegan" and get_preset(preset).task == "sr":
         task = "sr"
     build, make_step, fast_settings = TASKS[task]
@@ -98,6 +100,8 @@ def run_bench(
     if baseline:
         out["baseline_seconds_per_step"] = B.median(times["plain"])
         out["speedup"] = out["baseline_seconds_per_step"] / seconds
+    if ops > 0:
+        out["ops"] = B.op_times(step, dev)[:ops]
     return out
 
 
@@ -120,4 +124,10 @@ def format_bench(r: dict[str, Any]) -> str:
             f"  plain path (fp32, NCHW, eager, separate passes, losses read each step): "
             f"{r['baseline_seconds_per_step']:.3f} s/step; speedup {r['speedup']:.2f}x"
         )
+    if r.get("ops"):
+        lines.append("  slowest ops (each timed alone; ms per step, calls per step, share of the ops' time):")
+        lines += [
+            f"    {o['op']:<32} {o['ms_per_step']:9.2f} ms {o['calls_per_step']:7.1f} {100 * o['share']:5.1f}%"
+            for o in r["ops"]
+        ]
     return "\n".join(lines)
