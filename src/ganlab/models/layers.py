@@ -196,6 +196,24 @@ class ConvTranspose(nn.ConvTranspose2d):
 _GROUP_NORM_MIN_PIXELS = 1024
 
 
+def _instance_norm_cl(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Instance norm of a channels_last (N, C, H, W) tensor: y (channels_last), and the (N, C) mean and
+    1 / std of each sample's channels."""
+    n, c, h, w = x.shape
+    if h * w >= _GROUP_NORM_MIN_PIXELS:
+        # Group norm with one channel per group is instance norm; its CPU kernel keeps channels_last.
+        y, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, h * w, c, eps)
+        return y, mean.view(n, c), rstd.view(n, c)
+    y = torch.empty_like(x)  # channels_last, as x; y[i : i + 1] is a channels_last sample
+    mean, rstd = x.new_empty((n, c)), x.new_empty((n, c))
+    for i in range(n):
+        torch.ops.aten.native_batch_norm.out(
+            x[i : i + 1], None, None, None, None, True, 0.0, eps,
+            out=y[i : i + 1], save_mean=mean[i], save_invstd=rstd[i],
+        )  # fmt: skip
+    return y, mean, rstd
+
+
 class _InstanceNormCLFn(torch.autograd.Function):
     """Instance norm (no affine) of a channels_last (N, C, H, W) tensor that stays channels_last, forward
     and backward. F.instance_norm views its input as (1, N*C, H, W), which copies a channels_last tensor
@@ -207,19 +225,7 @@ class _InstanceNormCLFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, eps: float) -> torch.Tensor:
-        n, c, h, w = x.shape
-        if h * w >= _GROUP_NORM_MIN_PIXELS:
-            # Group norm with one channel per group is instance norm; its CPU kernel keeps channels_last.
-            y, mean, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, h * w, c, eps)
-            mean, rstd = mean.view(n, c), rstd.view(n, c)
-        else:
-            y = torch.empty_like(x)  # channels_last, as x; y[i : i + 1] is a channels_last sample
-            mean, rstd = x.new_empty((n, c)), x.new_empty((n, c))
-            for i in range(n):
-                torch.ops.aten.native_batch_norm.out(
-                    x[i : i + 1], None, None, None, None, True, 0.0, eps,
-                    out=y[i : i + 1], save_mean=mean[i], save_invstd=rstd[i],
-                )  # fmt: skip
+        y, mean, rstd = _instance_norm_cl(x, eps)
         ctx.eps = eps
         ctx.save_for_backward(x, mean, rstd)  # not y: a ReLU(inplace=True) may overwrite it
         return y
@@ -248,4 +254,4 @@ class InstanceNorm(nn.InstanceNorm2d):
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _InstanceNormCLFn.apply(x, self.eps)
-        return F.group_norm(x, x.shape[1], eps=self.eps)
+        return _instance_norm_cl(x, self.eps)[0]
