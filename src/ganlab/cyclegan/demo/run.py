@@ -40,8 +40,9 @@ DEMO_RECIPE_FILE = "cyclegan.yaml"
 MIN_STEPS = 400
 # Most steps the recipe is planned for. Two 10-minute runs on a fast machine (2,120 steps of batch 4) were
 # best on the per-epoch tiles after 800-840 steps and then drifted in colour (a* +5, b* -5) to 0.8 dB below
-# the identity, while runs planned for 400 and 800 steps gained 0.26-0.30 dB. A faster machine finishes
-# the schedule early instead of drifting.
+# the identity, while runs planned for 400 and 800 steps gained 0.26-0.30 dB. With the colour-cast term
+# the colours held, but a 1,600-step run still peaked near step 850 and ended 0.15 dB below the identity
+# (docs/cpu-recipe.md). A faster machine finishes the schedule early instead.
 MAX_STEPS = 800
 PLAN_FILE = "demo_plan.json"
 
@@ -125,7 +126,7 @@ def _plan_training(
     )
     if steps >= MAX_STEPS:
         note += (
-            f" The recipe is planned for at most {MAX_STEPS} steps (longer runs drifted in colour), so the "
+            f" The recipe is planned for at most {MAX_STEPS} steps (longer runs lost their gain), so the "
             f"run takes about {steps * step_s / 60:.1f} of its minutes."
         )
     if len(tried) > 1:
