@@ -84,3 +84,18 @@ def test_probability_applies_a_transform_to_a_share_of_the_images() -> None:
         make_augment(["channels:1.5"])
     with pytest.raises(ValueError, match="unknown augmentation 'hue'"):
         make_augment(["hue:0.5"])
+
+
+def test_dequantize_fills_one_8bit_step_and_keeps_gradients() -> None:
+    """Values move by at most half an 8-bit level either way, differently per value, so 8-bit images
+    become continuous; the gradient passes unchanged."""
+    from ganlab.core.augment import dequantize
+
+    levels = torch.randint(0, 256, (4, 3, 16, 16)).float() * (2 / 255) - 1  # an 8-bit image in [-1, 1]
+    x = levels.clone().requires_grad_()
+    y = dequantize(x)
+    step = (y - levels).detach() * 255 / 2  # in 8-bit levels
+    assert step.abs().max() <= 0.5 + 1e-5 and step.std() > 0.2
+    assert len(torch.unique(y.detach())) > 10 * 256  # no longer 256 levels
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))

@@ -73,7 +73,15 @@ def rot90(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def dequantize(x: torch.Tensor) -> torch.Tensor:
+    """Add uniform noise of one 8-bit step (2/255 on [-1, 1]) per value. Real images come from 8-bit
+    files and take only 256 levels per channel, generated ones any value: noise of one step makes both
+    continuous, so the levels cannot tell them apart."""
+    return x + (torch.rand_like(x) - 0.5) * (2.0 / 255.0)
+
+
 TRANSFORMS: dict[str, AugmentFn] = {
+    "dequantize": dequantize,
     "color": color,
     "translation": translation,
     "channels": channels,

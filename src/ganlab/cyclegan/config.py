@@ -98,7 +98,8 @@ class TrainConfig:
     schedule: list[Phase] = field(default_factory=documented_schedule)
     pool_size: int = 50
     # Differentiable augmentation of every discriminator input, real and fake (ganlab.core.augment):
-    # any of "color", "translation". Off in the documented recipe.
+    # "color", "translation", "channels", "rot90", "dequantize", each as NAME or NAME:P (applied to each
+    # image with probability P), in order. Off in the documented recipe.
     augment: list[str] = field(default_factory=list)
     # Gaussian sigma (px) applied to both images of the cycle term: the cycle then keeps structure but
     # lets a generator drop fine texture instead of hiding it (ganlab.cyclegan.losses.recon_loss). 0: exact.
