@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganlab.models.blocks import PixelShuffleUp, with_torch_layers
+from ganlab.models.blocks import PixelShuffleUp, ResizeConvUp, separable_filter, with_torch_layers
 from ganlab.models.layers import (
     ConvTranspose,
     InstanceNorm,
@@ -156,14 +156,15 @@ def test_narrow_conv_takes_the_plain_path_where_the_phases_do_not_fit() -> None:
 
 def test_long_blur_in_bf16_channels_last_does_not_stall() -> None:
     """oneDNN's bf16 depthwise convolution in channels_last stalled for minutes with 15 taps; the filter
-    goes NCHW for long kernels. Run in a subprocess so a stall fails the test instead of hanging it."""
+    goes NCHW for long kernels (on images too large for the matrix form). Run in a subprocess so a stall
+    fails the test instead of hanging it."""
     import subprocess
     import sys
 
     code = (
         "import torch\n"
         "from ganlab.models.blocks import separable_filter\n"
-        "x = torch.rand(4, 3, 64, 64).contiguous(memory_format=torch.channels_last).bfloat16()\n"
+        "x = torch.rand(1, 3, 176, 176).contiguous(memory_format=torch.channels_last).bfloat16()\n"
         "y = separable_filter(x, torch.ones(15) / 15)\n"
         "assert y.shape == x.shape and torch.allclose(y.float().mean(), x.float().mean(), atol=0.02)\n"
     )
@@ -231,3 +232,48 @@ def test_conv_transpose_takes_its_path_in_bf16_and_matches_torch() -> None:
     ):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+@pytest.mark.parametrize("bias", [True, False])
+def test_resize_conv_phases_are_upsample_pad_conv(layout, bias: bool) -> None:
+    """The resize-conv computed at the input's resolution (replicate pad, 2x2 conv per output phase,
+    phases read at their offsets): the same function and gradients as nearest x2, reflect pad, 3x3 conv,
+    in the input's layout, on a non-square input."""
+    torch.manual_seed(0)
+    up = ResizeConvUp(5, 3, bias=bias).double()
+    x = _x((2, 5, 6, 9), layout).requires_grad_()
+    y = up(x)
+    up.phases = False
+    ref = up(x)
+    up.phases = True
+    assert y.shape == (2, 3, 12, 18) and y.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(y, ref)
+    g = _x((2, 3, 12, 18), layout)
+    got = torch.autograd.grad(y, [x, *up.parameters()], g)
+    up.phases = False
+    want = torch.autograd.grad(up(x), [x, *up.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    up.phases = True
+    assert torch.autograd.gradcheck(up, (x,))
+    assert not with_torch_layers(up).phases  # the plain path of ganlab bench --baseline
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 20, 31), (1, 2, 4, 9)])
+def test_long_filter_as_matrices_is_the_padded_depthwise_filter(shape) -> None:
+    """Long kernels on small CPU images run as two matrix products with the padding folded in: the same
+    values as reflect padding (replicate where a side is too short to reflect) and the depthwise filter,
+    gradients included."""
+    k = torch.tensor([1.0, 2, 5, 7, 5, 2, 1], dtype=torch.float64) / 23
+    x = _x(shape).requires_grad_()
+    r = 3
+    mode = "reflect" if min(shape[-2:]) > r else "replicate"
+    c = shape[1]
+    xp = F.pad(x, (r, r, r, r), mode=mode)
+    ref = F.conv2d(xp, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    ref = F.conv2d(ref, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    y = separable_filter(x, k)
+    torch.testing.assert_close(y, ref)
+    g = _x(shape, torch.contiguous_format)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])

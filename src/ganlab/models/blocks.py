@@ -14,6 +14,7 @@ Upsampling methods (each doubles H and W):
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -26,6 +27,8 @@ from ganlab.models.layers import (
     NarrowConv2d,
     ReflectionPad,
     channels_last_cpu,
+    cpu_eager,
+    resize_conv_phases,
 )
 
 NormKind = Literal["instance", "batch", "none"]
@@ -48,14 +51,36 @@ def separable_filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     short to reflect fall back to replication."""
     r = k.numel() // 2
     c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    if r >= 3 and cpu_eager(x) and max(x.shape[-2:]) <= 160:
+        # Long kernels on small CPU images as two matrix products with the padding folded in: oneDNN's
+        # depthwise convolutions ran 3.5x slower (11 taps, (4, 3, 64, 64); docs/performance.md).
+        taps = tuple(k.tolist())
+        mh, mw = (_filter_matrix(n, taps, mode).to(x.dtype) for n in x.shape[-2:])
+        return torch.matmul(mh, torch.matmul(x, mw.t()))
     if r > 2:
         # NCHW for long kernels: oneDNN's bf16 depthwise convolution in channels_last stalled for
         # minutes at 15 taps (a cycle blur of sigma 2.5+; PyTorch 2.13, AVX512_BF16).
         x = x.contiguous()
-    x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[-2:]) > r else "replicate")
+    x = F.pad(x, (r, r, r, r), mode=mode)
     k = k.to(x.dtype)
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+@functools.lru_cache(maxsize=32)
+def _filter_matrix(n: int, taps: tuple[float, ...], mode: str) -> torch.Tensor:
+    """(n, n) M with M @ v = v (length n) padded (reflect or replicate) and filtered by ``taps``."""
+    r = len(taps) // 2
+    j = torch.arange(n)[:, None] + torch.arange(-r, r + 1)[None, :]  # (n, taps): the padded reads
+    if mode == "reflect":
+        j = torch.where(j < 0, -j, j)
+        j = torch.where(j > n - 1, 2 * (n - 1) - j, j)
+    j = j.clamp(0, n - 1)
+    m = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)[:, None].expand_as(j)
+    taps_t = torch.tensor(taps, dtype=torch.float64).expand_as(j).contiguous()
+    return m.index_put_((rows, j), taps_t, accumulate=True)
 
 
 def conv_bias(norm: NormKind) -> bool:
@@ -164,7 +189,13 @@ class ResizeConvUp(nn.Module):
         self.pad = ReflectionPad(1)
         self.conv = nn.Conv2d(in_ch, out_ch, 3, bias=bias)
 
+    # False in the plain path of `ganlab bench --baseline` (with_torch_layers): upsample, pad, conv.
+    phases = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.phases and cpu_eager(x) and self.conv.kernel_size == (3, 3):
+            # The same function at the input's resolution (2.25x fewer multiply-adds; docs/performance.md).
+            return resize_conv_phases(x, self.conv)
         return self.conv(self.pad(self.up(x)))
 
     def seamless_parts(self) -> tuple[str, list[nn.Module]]:
@@ -187,11 +218,12 @@ def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True
 def with_torch_layers(module: nn.Module) -> nn.Module:
     """``module`` (changed in place and returned) with ganlab's faster layers swapped for the plain torch
     ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d,
-    NarrowConv2d -> nn.Conv2d, ConvTranspose -> nn.ConvTranspose2d, and PixelShuffleUp back to conv then
-    nn.PixelShuffle. Same
-    function and parameters; the plain path of ``ganlab bench --baseline`` runs it."""
+    NarrowConv2d -> nn.Conv2d, ConvTranspose -> nn.ConvTranspose2d, PixelShuffleUp back to conv then
+    nn.PixelShuffle, and ResizeConvUp back to upsample, pad, conv. Same function and parameters; the plain path of ``ganlab bench --baseline`` runs it."""
     if isinstance(module, PixelShuffleUp):
         module.subpixel_last = False
+    if isinstance(module, ResizeConvUp):
+        module.phases = False
     for name, child in list(module.named_children()):
         if isinstance(child, ReflectionPad):
             new: nn.Module = nn.ReflectionPad2d(child.padding)
