@@ -112,6 +112,7 @@ def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(task: str, 
         defined = count_flops(lambda: g(x))
     assert rewritten > defined
     assert r["gflop_per_step"] * 1e9 == pytest.approx(defined)
+    assert r["gflop_executed_per_step"] * 1e9 == pytest.approx(rewritten)
 
 
 def test_op_times_names_the_steps_ops(monkeypatch) -> None:
