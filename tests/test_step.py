@@ -99,6 +99,18 @@ def test_batch_norm_is_never_batched_across_passes() -> None:
     assert can_batch("instance") and can_batch("none") and not can_batch("batch")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cpu_batches_passes_in_bf16_only_and_never_across_batch_norm(precision: str) -> None:
+    """On the CPU the shared-weight passes run as one call where that was measured faster (bf16), not in
+    fp32 (no faster there); a batch-norm network never, whatever the precision."""
+    from ganlab.cyclegan.step import fast_settings
+
+    over = {"train": {"precision": precision}, "model": {"norm": "instance"}, "disc": {"norm": "batch"}}
+    fast = fast_settings(build_cyclegan_config("model2", overrides=over), torch.device("cpu"))
+    assert fast["batch_g"] is (precision == "bf16")
+    assert fast["batch_d"] is False
+
+
 def test_fast_path_translation_matches_fp32() -> None:
     """bf16 autocast (what auto picks on a CPU with native bf16) vs fp32: PSNR of the translation >= 40 dB."""
     from ganlab.core.metrics import psnr
