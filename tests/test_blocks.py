@@ -277,3 +277,33 @@ def test_long_filter_as_matrices_is_the_padded_depthwise_filter(shape) -> None:
     torch.testing.assert_close(y, ref)
     g = _x(shape, torch.contiguous_format)
     torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+def test_flat_crop_sends_no_gradient_through_the_instance_norms(layout) -> None:
+    """A flat-colour input makes every map of a generator flat. Its instance norms then output exactly
+    zero and pass no gradient to the layers before them (fp32: the mean's rounding had left +-1 ulp x 316
+    there, the ReLUs passed half the gradient, and it grew up to 316x per norm, to 1e19 in a demo run)."""
+    from ganlab.models.generator import GeneratorConfig, ResnetGenerator
+
+    torch.manual_seed(0)
+    g = ResnetGenerator(GeneratorConfig(hidden=8, n_residual=2, n_down=1)).to(memory_format=layout)
+    x = torch.full((2, 3, 32, 32), 0.3).contiguous(memory_format=layout)
+    y = g(x)
+    (y * torch.randn_like(y)).sum().backward()
+    stem, down = g.net[1], g.net[4]
+    for conv in (stem, down):
+        assert torch.count_nonzero(conv.weight.grad) == 0 and torch.count_nonzero(conv.bias.grad) == 0
+    assert g.net[-2].bias.grad.abs().sum() > 0  # the output conv still learns
+
+
+def test_training_instance_norm_is_f_instance_norm_on_maps_that_vary() -> None:
+    """Training-mode InstanceNorm (channels_last kernels, or fp32 NCHW group norm with the flat-map mask)
+    equals F.instance_norm, gradients included, in both layouts."""
+    for layout in (CL, torch.contiguous_format):
+        x = _x((2, 3, 6, 7), layout).requires_grad_()
+        y = InstanceNorm(3)(x)
+        ref = F.instance_norm(x)
+        torch.testing.assert_close(y, ref)
+        g = _x((2, 3, 6, 7), layout)
+        torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])

@@ -300,6 +300,25 @@ def _instance_norm_cl(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
     return y, mean, rstd
 
 
+def _flat_maps(x: torch.Tensor) -> torch.Tensor | None:
+    """(N, C) 0.0 for the flat maps of an fp32 (N, C, H, W) x (all values within 1e-5 of each other,
+    relative), 1.0 for the others; None when none is flat (or x is not fp32).
+
+    A flat-colour crop makes every map of a generator flat. Their instance norm is exactly zero, but the
+    mean's rounding in fp32 left it at +-1 ulp x 1/sqrt(eps); a ReLU after it then passed half the
+    gradient and every norm multiplied that by up to 1/sqrt(eps) = 316: the demo's fp32 runs took a
+    1e19 gradient in a stem conv and their colours swung or collapsed (docs/cpu-recipe.md). Set to zero,
+    as the constants they are, such maps send no gradient back. (bf16 rounding left them at exactly
+    zero.)"""
+    if x.dtype not in (torch.float32, torch.float64):
+        return None
+    hi, lo = x.amax(dim=(2, 3)), x.amin(dim=(2, 3))
+    flat = hi - lo <= 1e-5 * torch.maximum(hi.abs(), lo.abs())
+    if x.device.type == "cpu" and not bool(flat.any()):  # (on a GPU, no host sync: always the mask)
+        return None
+    return (~flat).to(x.dtype)
+
+
 class _InstanceNormCLFn(torch.autograd.Function):
     """Instance norm (no affine) of a channels_last (N, C, H, W) tensor that stays channels_last, forward
     and backward. F.instance_norm views its input as (1, N*C, H, W), which copies a channels_last tensor
@@ -312,7 +331,9 @@ class _InstanceNormCLFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, eps: float) -> torch.Tensor:
         y, mean, rstd = _instance_norm_cl(x, eps)
-        ctx.eps = eps
+        ctx.eps, ctx.keep = eps, _flat_maps(x)
+        if ctx.keep is not None:
+            y.mul_(ctx.keep[..., None, None])
         ctx.save_for_backward(x, mean, rstd)  # not y: a ReLU(inplace=True) may overwrite it
         return y
 
@@ -327,6 +348,8 @@ class _InstanceNormCLFn(torch.autograd.Function):
                 g[i : i + 1], x[i : i + 1], None, None, None, mean[i], rstd[i], True, ctx.eps,
                 [True, False, False],
             )[0]  # fmt: skip
+        if ctx.keep is not None:
+            dx.mul_(ctx.keep[..., None, None])
         return dx, None
 
 
@@ -336,8 +359,16 @@ class InstanceNorm(nn.InstanceNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        if not cl or self.affine or self.track_running_stats:
+        if self.affine or self.track_running_stats or x.dim() != 4:
             return super().forward(x)
-        if torch.is_grad_enabled() and x.requires_grad:
+        train = torch.is_grad_enabled() and x.requires_grad
+        if train and cl:
             return _InstanceNormCLFn.apply(x, self.eps)
+        if train and x.dtype in (torch.float32, torch.float64) and cpu_eager(x):
+            # fp32 NCHW training: flat maps set to zero (see _flat_maps).
+            keep = _flat_maps(x)
+            y = super().forward(x)
+            return y if keep is None else y * keep[..., None, None]
+        if not cl:
+            return super().forward(x)
         return _instance_norm_cl(x, self.eps)[0]
