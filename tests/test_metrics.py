@@ -212,3 +212,22 @@ def test_change_alignment_separates_direction_from_strength() -> None:
     noise = [x + rng.normal(0, 0.1, x.shape) for x in xs]
     assert abs(change_alignment(xs, noise, ts)) < 0.1
     assert np.isnan(change_alignment(xs, xs, ts))  # the identity changes nothing
+
+
+def test_flat_checkerboard_scores_the_8_bit_output() -> None:
+    """A 2 px grid under half a grey level (fp32 rounding) is invisible in the saved image and scores 0;
+    one of a few grey levels scores as a pure grid."""
+    import torch
+
+    from ganlab.cyclegan.evaluate import flat_checkerboard
+
+    def grid(amplitude: float):
+        def g(x: torch.Tensor) -> torch.Tensor:
+            yy, xx = torch.meshgrid(torch.arange(x.shape[-2]), torch.arange(x.shape[-1]), indexing="ij")
+            return x + amplitude * ((yy + xx) % 2 * 2 - 1).to(x.dtype)
+
+        return g
+
+    cpu = torch.device("cpu")
+    assert flat_checkerboard(grid(1e-4), 1, cpu) == 0.0
+    assert flat_checkerboard(grid(4 / 255), 1, cpu) > 0.99
