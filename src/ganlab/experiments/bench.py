@@ -63,10 +63,8 @@ def run_bench(
     first_s = B.time_calls({"first": step}, 1, dev)["first"][0]  # warm-up (and compilation)
     step()
     memory = peak_memory_mb(dev)
-    # The work is counted on the plain layers: a faster rewrite that multiplies more zeros
-    # (NarrowConv2d's shifted kernels) does not do more of the model's work, and one that skips repeated
-    # products (the resize-conv's phase form) does not do less; what the fast path executes is reported
-    # beside it.
+    # The work is the model's as defined (on the plain layers), whatever a rewrite multiplies (NarrowConv2d:
+    # more, by zero; the resize-conv's phase form: fewer); what the fast path executes is reported beside.
     plain = make_step(cfg, dev, mode, "fp32", False, False, plain=True)
     flops = B.count_flops(plain)
     executed = B.count_flops(step)
