@@ -314,7 +314,8 @@ def _flat_maps(x: torch.Tensor) -> torch.Tensor | None:
         return None
     hi, lo = x.amax(dim=(2, 3)), x.amin(dim=(2, 3))
     flat = hi - lo <= 1e-5 * torch.maximum(hi.abs(), lo.abs())
-    if x.device.type == "cpu" and not bool(flat.any()):  # (on a GPU, no host sync: always the mask)
+    # On a GPU (no host sync) and under torch.compile (no data-dependent branch): always the mask.
+    if x.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(flat.any()):
         return None
     return (~flat).to(x.dtype)
 
@@ -355,7 +356,8 @@ class _InstanceNormCLFn(torch.autograd.Function):
 
 class InstanceNorm(nn.InstanceNorm2d):
     """nn.InstanceNorm2d (same type and state for anything that inspects the layers) that keeps a
-    channels_last input channels_last (see _InstanceNormCLFn); other inputs take the usual path."""
+    channels_last input channels_last (see _InstanceNormCLFn) and, in fp32 training, sets flat maps to
+    zero (see _flat_maps); other inputs take the usual path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
@@ -364,7 +366,7 @@ class InstanceNorm(nn.InstanceNorm2d):
         train = torch.is_grad_enabled() and x.requires_grad
         if train and cl:
             return _InstanceNormCLFn.apply(x, self.eps)
-        if train and x.dtype in (torch.float32, torch.float64) and cpu_eager(x):
+        if train and x.dtype in (torch.float32, torch.float64) and not torch.jit.is_tracing():
             # fp32 NCHW training: flat maps set to zero (see _flat_maps).
             keep = _flat_maps(x)
             y = super().forward(x)
