@@ -113,12 +113,20 @@ def test_sync_batchnorm_shares_parameters_and_is_batchnorm_in_one_process() -> N
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+    """n ports free now, below Linux's ephemeral range (32768-60999): a port the OS handed out (port 0)
+    could be handed out again to a client socket of an earlier scenario before the scenario that was
+    given it listens on it (EADDRINUSE, seen once)."""
+    rng = np.random.default_rng()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = int(rng.integers(20000, 32000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
