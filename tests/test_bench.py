@@ -85,7 +85,7 @@ def test_bench_counts_the_models_flops_not_those_of_a_faster_rewrite(task: str, 
     them by zero); the benchmark's FLOPs are those of the model as defined, so its GFLOP/s stays honest."""
     import torch
 
-    from ganlab.models.layers import NarrowConv2d
+    from ganlab.models.narrow import NarrowConv2d
 
     monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (1, 8, 8))
     if task == "cyclegan":

@@ -8,13 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ganlab.models.blocks import PixelShuffleUp, ResizeConvUp, separable_filter, with_torch_layers
-from ganlab.models.layers import (
-    ConvTranspose,
-    InstanceNorm,
-    NarrowConv2d,
-    ReflectionPad,
-    _ConvTransposeFn,
-)
+from ganlab.models.layers import ConvTranspose, InstanceNorm, ReflectionPad, _ConvTransposeFn
+from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
 
 CL = torch.channels_last
 
@@ -86,7 +81,7 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     g = ResnetGenerator(cfg).double()
     plain = with_torch_layers(copy.deepcopy(g))
     kinds = {type(m) for m in plain.modules()}
-    assert not kinds & {ReflectionPad, InstanceNorm, NarrowConv2d, ConvTranspose}
+    assert not kinds & {ReflectionPad, InstanceNorm, NarrowConv2d, NarrowInputConv2d, ConvTranspose}
     x = _x((1, 3, 20, 24), torch.contiguous_format)
     torch.testing.assert_close(plain(x), g(x))
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())
@@ -152,6 +147,47 @@ def test_narrow_conv_takes_the_plain_path_where_the_phases_do_not_fit() -> None:
     assert not wide._phases_apply(_x((1, 4, 10, 10), dtype=torch.float32))
     strided = NarrowConv2d(4, 3, 3, stride=2)
     assert not strided._phases_apply(_x((1, 4, 10, 10), dtype=torch.float32))
+
+
+@pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
+@pytest.mark.parametrize("bias", [True, False])
+def test_stem_conv_input_gradient_in_phases(layout, bias: bool) -> None:
+    """The stem (few input channels): its input gradient, a conv with 3 output channels, is computed in
+    the phase form in channels_last; outputs and all gradients equal nn.Conv2d's, and an NCHW input, an
+    input without a gradient (a first pass on data) or an odd size takes nn.Conv2d's own path."""
+    torch.manual_seed(0)
+    conv = NarrowInputConv2d(3, 5, 7, bias=bias).double()
+    ref = torch.nn.Conv2d(3, 5, 7, bias=bias).double()
+    ref.load_state_dict(conv.state_dict())
+    x = _x((2, 3, 14, 16), layout).requires_grad_()
+    assert conv._phases_apply(x) == (layout is CL)
+    assert not conv._phases_apply(x.detach()) and not conv._phases_apply(_x((2, 3, 13, 16)).requires_grad_())
+    y = conv(x)
+    torch.testing.assert_close(y, ref(x))
+    assert y.is_contiguous(memory_format=layout)
+    assert torch.autograd.gradcheck(conv, (x,))
+    g = _x(tuple(y.shape), layout)
+    got = torch.autograd.grad(y, [x, *conv.parameters()], g)
+    want = torch.autograd.grad(ref(x), [x, *ref.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert got[0].is_contiguous(memory_format=layout)
+
+
+def test_stem_conv_under_bf16_autocast_matches_the_plain_conv() -> None:
+    conv = NarrowInputConv2d(3, 16, 7)
+    ref = torch.nn.Conv2d(3, 16, 7)
+    ref.load_state_dict(conv.state_dict())
+    x = _x((2, 3, 22, 22), dtype=torch.float32).requires_grad_()
+    outs = []
+    for m in (conv, ref):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+        assert y.dtype == torch.bfloat16
+        (gx,) = torch.autograd.grad(y.float().square().sum(), [x])
+        outs.append((y.float(), gx))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=0.02, atol=0.02 * b.abs().max().item())
 
 
 def test_long_blur_in_bf16_channels_last_does_not_stall() -> None:

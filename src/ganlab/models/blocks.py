@@ -24,12 +24,12 @@ from torch import nn
 from ganlab.models.layers import (
     ConvTranspose,
     InstanceNorm,
-    NarrowConv2d,
     ReflectionPad,
     channels_last_cpu,
     cpu_eager,
     resize_conv_phases,
 )
+from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
 
 NormKind = Literal["instance", "batch", "none"]
 UpsampleKind = Literal["pixelshuffle", "pixelshuffle_icnr", "convtranspose", "resize_conv"]
@@ -218,7 +218,7 @@ def make_upsample(kind: UpsampleKind, in_ch: int, out_ch: int, bias: bool = True
 def with_torch_layers(module: nn.Module) -> nn.Module:
     """``module`` (changed in place and returned) with ganlab's faster layers swapped for the plain torch
     ones they stand for: ReflectionPad -> nn.ReflectionPad2d, InstanceNorm -> nn.InstanceNorm2d,
-    NarrowConv2d -> nn.Conv2d, ConvTranspose -> nn.ConvTranspose2d, PixelShuffleUp back to conv then
+    NarrowConv2d and NarrowInputConv2d -> nn.Conv2d, ConvTranspose -> nn.ConvTranspose2d, PixelShuffleUp back to conv then
     nn.PixelShuffle, and ResizeConvUp back to upsample, pad, conv. Same function and parameters; the plain path of ``ganlab bench --baseline`` runs it."""
     if isinstance(module, PixelShuffleUp):
         module.subpixel_last = False
@@ -243,13 +243,16 @@ def with_torch_layers(module: nn.Module) -> nn.Module:
             )
             w = child.weight
             new.to(device=w.device, dtype=w.dtype).load_state_dict(child.state_dict())
-        elif isinstance(child, NarrowConv2d):
+        elif isinstance(child, (NarrowConv2d, NarrowInputConv2d)):
             w = child.weight
             new = nn.Conv2d(
                 child.in_channels,
                 child.out_channels,
                 child.kernel_size,
-                padding=child.padding,
+                child.stride,
+                child.padding,
+                child.dilation,
+                child.groups,
                 bias=child.bias is not None,
                 padding_mode=child.padding_mode,
             )

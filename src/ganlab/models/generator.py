@@ -19,7 +19,8 @@ from ganlab.models.blocks import (
     make_norm,
     make_upsample,
 )
-from ganlab.models.layers import NarrowConv2d, ReflectionPad
+from ganlab.models.layers import ReflectionPad
+from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ResnetGenerator(nn.Module):
         ch = cfg.hidden
         layers: list[nn.Module] = [
             ReflectionPad(3),
-            nn.Conv2d(cfg.in_channels, ch, 7, bias=bias),
+            NarrowInputConv2d(cfg.in_channels, ch, 7, bias=bias),
             make_norm(cfg.norm, ch),
             nn.ReLU(inplace=True),
         ]

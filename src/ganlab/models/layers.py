@@ -80,69 +80,6 @@ def channels_last_cpu(x: torch.Tensor) -> bool:
     return cpu_eager(x) and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _phase_weights(
-    w: torch.Tensor, b: torch.Tensor | None, s: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The weights of a stride-1 conv rewritten for :class:`NarrowConv2d`'s stride-``s`` form: for each
-    output phase (p, q) the kernel shifted by (p, q) inside a (k+s-1)^2 window. w: (C_out, C_in, k, k)
-    -> (C_out*s*s, C_in, k+s-1, k+s-1), channel c*s*s + p*s + q as pixel_shuffle reads it."""
-    co, ci, kh, kw = w.shape
-    shifted = [F.pad(w, (q, s - 1 - q, p, s - 1 - p)) for p in range(s) for q in range(s)]
-    big = torch.stack(shifted, 1).reshape(co * s * s, ci, kh + s - 1, kw + s - 1)
-    return big, (b.repeat_interleave(s * s) if b is not None else None)
-
-
-class NarrowConv2d(nn.Conv2d):
-    """nn.Conv2d (same parameters and checkpoints) that computes a stride-1 conv with few output channels
-    (the generator's last conv: C_in -> 3, 7x7) in a form oneDNN runs faster on the CPU: one stride-2 conv
-    with 4x the output channels, each the kernel shifted to one of the four output phases, then
-    pixel_shuffle(2). The CPU kernels fill their vector lanes with output channels, so 3 of them leave most
-    lanes idle; 12 fill most. 1.3x the multiply-adds, 1.5-2x faster forward and backward at 64-256 px
-    (docs/performance.md); the same function up to summation order. Padding inside the conv (the SR
-    tail's reflect padding) is applied first. Other convs, other devices, odd output sizes and ONNX export
-    take nn.Conv2d's path."""
-
-    PHASES = 2
-
-    def _phases_apply(self, x: torch.Tensor) -> bool:
-        s, (kh, kw) = self.PHASES, self.kernel_size
-        if not isinstance(self.padding, tuple) or self.padding_mode == "circular":  # "same"/"valid" strings
-            return False
-        ph, pw = self.padding
-        return (
-            x.device.type == "cpu"
-            and x.dim() == 4
-            and self.out_channels * s * s <= 16
-            and self.stride == (1, 1)
-            and self.dilation == (1, 1)
-            and self.groups == 1
-            and (x.shape[-2] + 2 * ph - kh + 1) % s == 0
-            and (x.shape[-1] + 2 * pw - kw + 1) % s == 0
-            and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting()
-            and not torch.onnx.is_in_onnx_export()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._phases_apply(x):
-            return super().forward(x)
-        s = self.PHASES
-        if self.padding != (0, 0):  # the SR tail pads inside the conv (reflect); same pad, then no padding
-            p = tuple(self._reversed_padding_repeated_twice)
-            if self.padding_mode == "reflect":
-                x = reflect_pad(x, p)
-            else:
-                x = F.pad(x, p, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
-        # The weight taken contiguous first: built from a channels_last weight directly, the gradients of
-        # two DDP processes averaged differed from one process's (tests/test_distributed.py); with the copy
-        # they agree to rounding.
-        w, b = _phase_weights(self.weight.contiguous(), self.bias, s)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            w = w.contiguous(memory_format=torch.channels_last)
-        # (N, C_in, H+k-1, W+k-1) -> (N, 4*C_out, H/2, W/2) -> (N, C_out, H, W)
-        return F.pixel_shuffle(F.conv2d(x, w, b, stride=s), s)
-
-
 class _ReplicatePad1Fn(torch.autograd.Function):
     """Replicate padding by 1 on all four sides of (N, C, H, W); backward as slices and adds (aten's
     replication_pad2d backward is an index_add, 1.3 ms at (4, 64, 34, 34) bf16 here)."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from ganlab.core.errors import ConfigError
 from ganlab.models.blocks import PixelShuffleUp, conv_bias, make_norm
-from ganlab.models.layers import NarrowConv2d
+from ganlab.models.narrow import NarrowConv2d
 
 SRNorm = Literal["batch", "none"]
 SCALES = (2, 3, 4, 8)
