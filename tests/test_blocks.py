@@ -316,17 +316,21 @@ def test_long_filter_as_matrices_is_the_padded_depthwise_filter(shape) -> None:
 
 
 @pytest.mark.parametrize("layout", [CL, torch.contiguous_format])
-def test_flat_crop_sends_no_gradient_through_the_instance_norms(layout) -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+def test_flat_crop_sends_no_gradient_through_the_instance_norms(layout, bf16: bool) -> None:
     """A flat-colour input makes every map of a generator flat. Its instance norms then output exactly
-    zero and pass no gradient to the layers before them (fp32: the mean's rounding had left +-1 ulp x 316
-    there, the ReLUs passed half the gradient, and it grew up to 316x per norm, to 1e19 in a demo run)."""
+    zero and pass no gradient to the layers before them (the kernels' rounding had left +-1 ulp x 316
+    there, in fp32 and in bf16 alike, the ReLUs passed half the gradient, and it grew up to 316x per
+    norm: to 1e19 in an fp32 demo run, to inf with 4 residual blocks in bf16). 64 px: the 32 px maps of
+    the residual blocks take the group-norm kernel, where bf16 left the residue."""
     from ganlab.models.generator import GeneratorConfig, ResnetGenerator
 
     torch.manual_seed(0)
     g = ResnetGenerator(GeneratorConfig(hidden=8, n_residual=2, n_down=1)).to(memory_format=layout)
-    x = torch.full((2, 3, 32, 32), 0.3).contiguous(memory_format=layout)
-    y = g(x)
-    (y * torch.randn_like(y)).sum().backward()
+    x = torch.full((2, 3, 64, 64), 0.3).contiguous(memory_format=layout)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = g(x)
+    (y.float() * torch.randn(y.shape)).sum().backward()
     stem, down = g.net[1], g.net[4]
     for conv in (stem, down):
         assert torch.count_nonzero(conv.weight.grad) == 0 and torch.count_nonzero(conv.bias.grad) == 0

@@ -263,6 +263,33 @@ def test_a_nan_loss_skips_the_whole_update_in_both_steps(monkeypatch) -> None:
     )
 
 
+def test_a_non_finite_gradient_with_finite_losses_skips_the_update() -> None:
+    """An exploding backward can overflow a gradient while every loss stays finite (a flat crop through
+    4 residual blocks in bf16 did): the step's check covers the gradients too, so Adam never writes NaN
+    into the weights."""
+    from ganlab.cyclegan import step as cg
+    from ganlab.cyclegan.pool import ImagePool
+
+    small = {"model": {"hidden": 4, "n_residual": 1}, "disc": {"hidden": 4, "n_layers": 2}}
+    cfg = build_cyclegan_config(overrides=small)
+    models, x = cg.build_models(cfg), torch.rand(1, 3, 32, 32) * 2 - 1
+    opts = cg.build_optimizers(models, cfg.train)
+    pools = {k: ImagePool(0) for k in ("D_A", "D_B")}
+    amp = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    args = (models, opts, x, x.flip(-1), Phase(), "lsgan", pools, amp)
+    cg.train_step(*args)
+    before = _snapshot(models, *opts.values())
+    stem = next(models["G_B2A"].parameters())
+    hook = stem.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(NonFiniteLoss) as err:
+        cg.train_step(*args)
+    hook.remove()
+    assert err.value.terms == ["grad:G_B2A"]
+    assert all(torch.equal(a, b) for a, b in zip(before, _snapshot(models, *opts.values())))
+    cg.train_step(*args)  # and the next step trains
+    assert not all(torch.equal(a, b) for a, b in zip(before, _snapshot(models, *opts.values())))
+
+
 def test_nan_steps_are_logged_then_stop_the_run(tiny_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     from ganlab.cyclegan import step as cg
 

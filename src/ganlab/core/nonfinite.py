@@ -4,7 +4,7 @@ any optimizer applies them, and raises :class:`NonFiniteLoss` instead of steppin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -22,15 +22,30 @@ class NonFiniteLoss(Exception):
         self.terms = terms
 
 
-def check_finite(losses: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteLoss` if any 0-d loss tensor (all on one device) is NaN or Inf. One fused
-    check, so one device sync per step; the terms are named only when one is bad."""
-    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+def check_finite(
+    losses: dict[str, torch.Tensor], grads: dict[str, Iterable[torch.nn.Parameter]] | None = None
+) -> None:
+    """Raise :class:`NonFiniteLoss` if any 0-d loss tensor (all on one device) is NaN or Inf, or any
+    gradient of the parameters in ``grads`` (by network name; checked as ``grad:NAME``). One fused
+    check, so one device sync per step; the terms are named only when one is bad.
+
+    Finite losses can come with non-finite gradients: an exploding backward (instance norms multiply
+    the gradient of a flat map by up to 316 each, docs/cpu-recipe.md) overflowed to inf in a stem conv
+    while every loss stayed normal, and Adam would have written NaN into the weights. Pass ``grads``
+    unless a GradScaler already skips such steps (fp16)."""
+    terms = {k: v.detach().float().reshape(()) for k, v in losses.items()}
+    for name, params in (grads or {}).items():
+        gs = [p.grad for p in params if p.grad is not None]
+        if gs:  # the largest |gradient|: finite exactly when every gradient is (NaN propagates through max)
+            terms[f"grad:{name}"] = torch.nn.utils.get_total_norm(gs, norm_type=float("inf")).float()
+    values = torch.stack(list(terms.values()))
     # Under torchrun every process skips the step if any of them saw a bad loss: the gradients were
     # averaged across processes, so a NaN on one reached all, and they must stay in step.
     if dist.all_true(bool(torch.isfinite(values).all())):
         return
-    bad = [k for k, v in losses.items() if not bool(torch.isfinite(v).all())]
+    bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+    # A bad loss makes its gradients bad too: name the gradients only when every loss was finite.
+    bad = [k for k in bad if k in losses] or bad
     raise NonFiniteLoss(bad or ["a loss on another process"])
 
 
@@ -60,8 +75,10 @@ class BadStepGuard:
     def _skipped(self, terms: list[str], epoch: int, step: int, global_step: int) -> dict:
         self.in_a_row += 1
         self.record({"type": "nonfinite", "epoch": epoch, "step": global_step, "terms": terms})
+        grads = [t.removeprefix("grad:") for t in terms if t.startswith("grad:")]
+        kind, names = ("gradient", grads) if len(grads) == len(terms) else ("loss", terms)
         what = (
-            f"non-finite loss ({', '.join(terms)}) at epoch {epoch} step {step} (global step {global_step})"
+            f"non-finite {kind} ({', '.join(names)}) at epoch {epoch} step {step} (global step {global_step})"
         )
         if self.in_a_row >= self.max_bad:
             last = self.run.candidates()

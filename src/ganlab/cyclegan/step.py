@@ -146,7 +146,8 @@ def train_step(
     out = {"G_gan_A2B": loss_gan_ab, "G_gan_B2A": loss_gan_ba, "cycle_A": loss_cyc_a, "cycle_B": loss_cyc_b}
     out |= {"idt_A": loss_idt_a, "idt_B": loss_idt_b, **({"tint": loss_tint} if tint_weight > 0 else {})}
     out = {k: v.detach() for k, v in {**out, "G_total": loss_g, **d_losses}.items()}
-    check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
+    # Raises NonFiniteLoss before any optimizer applies this step (fp16: the GradScaler checks gradients).
+    check_finite(out, None if amp.scaler is not None else {k: models[k].parameters() for k in MODULE_NAMES})
     amp.step(opts[name] for name in ("G", "D_A", "D_B"))
     return out
 

@@ -238,16 +238,16 @@ def _instance_norm_cl(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.
 
 
 def _flat_maps(x: torch.Tensor) -> torch.Tensor | None:
-    """(N, C) 0.0 for the flat maps of an fp32 (N, C, H, W) x (all values within 1e-5 of each other,
-    relative), 1.0 for the others; None when none is flat (or x is not fp32).
+    """(N, C) 0.0 for the flat maps of a floating-point (N, C, H, W) x (all values within 1e-5 of each
+    other, relative: in bf16 and fp16, equal), 1.0 for the others; None when none is flat.
 
     A flat-colour crop makes every map of a generator flat. Their instance norm is exactly zero, but the
-    mean's rounding in fp32 left it at +-1 ulp x 1/sqrt(eps); a ReLU after it then passed half the
-    gradient and every norm multiplied that by up to 1/sqrt(eps) = 316: the demo's fp32 runs took a
-    1e19 gradient in a stem conv and their colours swung or collapsed (docs/cpu-recipe.md). Set to zero,
-    as the constants they are, such maps send no gradient back. (bf16 rounding left them at exactly
-    zero.)"""
-    if x.dtype not in (torch.float32, torch.float64):
+    kernels' rounding left it at +-1 ulp x 1/sqrt(eps) (fp32: the mean's; bf16: the group-norm kernel's
+    x * rstd - mean * rstd); a ReLU after it then passed half the gradient and every norm multiplied
+    that by up to 1/sqrt(eps) = 316: the demo's fp32 runs took a 1e19 gradient in a stem conv and their
+    colours swung or collapsed, a bf16 run with 4 residual blocks an infinite one (docs/cpu-recipe.md).
+    Set to zero, as the constants they are, such maps send no gradient back."""
+    if not x.is_floating_point():
         return None
     hi, lo = x.amax(dim=(2, 3)), x.amin(dim=(2, 3))
     flat = hi - lo <= 1e-5 * torch.maximum(hi.abs(), lo.abs())
@@ -293,8 +293,8 @@ class _InstanceNormCLFn(torch.autograd.Function):
 
 class InstanceNorm(nn.InstanceNorm2d):
     """nn.InstanceNorm2d (same type and state for anything that inspects the layers) that keeps a
-    channels_last input channels_last (see _InstanceNormCLFn) and, in fp32 training, sets flat maps to
-    zero (see _flat_maps); other inputs take the usual path."""
+    channels_last input channels_last (see _InstanceNormCLFn) and, in training, sets flat maps to zero
+    (see _flat_maps); other inputs take the usual path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
@@ -303,8 +303,8 @@ class InstanceNorm(nn.InstanceNorm2d):
         train = torch.is_grad_enabled() and x.requires_grad
         if train and cl:
             return _InstanceNormCLFn.apply(x, self.eps)
-        if train and x.dtype in (torch.float32, torch.float64) and not torch.jit.is_tracing():
-            # fp32 NCHW training: flat maps set to zero (see _flat_maps).
+        if train and not torch.jit.is_tracing():
+            # NCHW training: flat maps set to zero (see _flat_maps).
             keep = _flat_maps(x)
             y = super().forward(x)
             return y if keep is None else y * keep[..., None, None]

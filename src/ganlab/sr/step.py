@@ -131,7 +131,9 @@ def train_step(
         out["d_real"], out["d_fake"] = real_score.mean(), fake_score.mean()
         amp.backward(out["loss_d"])
     out = {k: v.detach() for k, v in out.items()}
-    check_finite(out)  # raises NonFiniteLoss before any optimizer applies this step
+    # Raises NonFiniteLoss before any optimizer applies this step (fp16: the GradScaler checks gradients).
+    nets = {"G": m.generator, **({"D": d} if gan and d is not None else {})}
+    check_finite(out, None if amp.scaler is not None else {k: v.parameters() for k, v in nets.items()})
     amp.step(m.optimizers().values())
     return out
 
