@@ -231,10 +231,10 @@ def _snapshot(*stateful) -> list[torch.Tensor]:
     return out
 
 
-def test_a_nan_loss_skips_the_whole_update_in_both_steps(monkeypatch) -> None:
+def _tiny_cyclegan_step() -> tuple:
+    """(models, optimizers, the train_step arguments) of a tiny CycleGAN on one 32 px image, fp32."""
     from ganlab.cyclegan import step as cg
     from ganlab.cyclegan.pool import ImagePool
-    from ganlab.sr import step as sr
 
     small = {"model": {"hidden": 4, "n_residual": 1}, "disc": {"hidden": 4, "n_layers": 2}}
     cfg = build_cyclegan_config(overrides=small)
@@ -243,6 +243,15 @@ def test_a_nan_loss_skips_the_whole_update_in_both_steps(monkeypatch) -> None:
     pools = {k: ImagePool(0) for k in ("D_A", "D_B")}
     amp = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
     args = (models, opts, x, x.flip(-1), Phase(), "lsgan", pools, amp)
+    return models, opts, args
+
+
+def test_a_nan_loss_skips_the_whole_update_in_both_steps(monkeypatch) -> None:
+    from ganlab.cyclegan import step as cg
+    from ganlab.sr import step as sr
+
+    models, opts, args = _tiny_cyclegan_step()
+    amp = args[-1]
     cg.train_step(*args)  # a normal step first: the optimizers have state
     before = _snapshot(models, *opts.values())
     real = cg.recon_loss
@@ -268,15 +277,8 @@ def test_a_non_finite_gradient_with_finite_losses_skips_the_update() -> None:
     4 residual blocks in bf16 did): the step's check covers the gradients too, so Adam never writes NaN
     into the weights."""
     from ganlab.cyclegan import step as cg
-    from ganlab.cyclegan.pool import ImagePool
 
-    small = {"model": {"hidden": 4, "n_residual": 1}, "disc": {"hidden": 4, "n_layers": 2}}
-    cfg = build_cyclegan_config(overrides=small)
-    models, x = cg.build_models(cfg), torch.rand(1, 3, 32, 32) * 2 - 1
-    opts = cg.build_optimizers(models, cfg.train)
-    pools = {k: ImagePool(0) for k in ("D_A", "D_B")}
-    amp = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
-    args = (models, opts, x, x.flip(-1), Phase(), "lsgan", pools, amp)
+    models, opts, args = _tiny_cyclegan_step()
     cg.train_step(*args)
     before = _snapshot(models, *opts.values())
     stem = next(models["G_B2A"].parameters())
