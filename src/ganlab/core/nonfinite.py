@@ -25,9 +25,9 @@ class NonFiniteLoss(Exception):
 def check_finite(
     losses: dict[str, torch.Tensor], grads: dict[str, Iterable[torch.nn.Parameter]] | None = None
 ) -> None:
-    """Raise :class:`NonFiniteLoss` if any 0-d loss tensor (all on one device) is NaN or Inf, or any
-    gradient of the parameters in ``grads`` (by network name; checked as ``grad:NAME``). One fused
-    check, so one device sync per step; the terms are named only when one is bad.
+    """Raise :class:`NonFiniteLoss` if any 0-d loss tensor (all on one device) is NaN or Inf, or the
+    gradients of the parameters in ``grads`` are (their total 2-norm, by network name, as ``grad:NAME``).
+    One fused check, so one device sync per step; the terms are named only when one is bad.
 
     Finite losses can come with non-finite gradients: an exploding backward (instance norms multiply
     the gradient of a flat map by up to 316 each, docs/cpu-recipe.md) overflowed to inf in a stem conv
@@ -36,8 +36,11 @@ def check_finite(
     terms = {k: v.detach().float().reshape(()) for k, v in losses.items()}
     for name, params in (grads or {}).items():
         gs = [p.grad for p in params if p.grad is not None]
-        if gs:  # the largest |gradient|: finite exactly when every gradient is (NaN propagates through max)
-            terms[f"grad:{name}"] = torch.nn.utils.get_total_norm(gs, norm_type=float("inf")).float()
+        if gs:
+            # The total 2-norm: NaN or Inf where any gradient is, Inf past about 1.8e19 (its squares leave
+            # fp32's range: an explosion all the same). 8x faster than the largest |gradient| (the inf
+            # norm): 5 ms against 38 ms for resnet9's four networks (28M parameters) on a 2-core CPU.
+            terms[f"grad:{name}"] = torch.nn.utils.get_total_norm(gs, norm_type=2.0).float()
     values = torch.stack(list(terms.values()))
     # Under torchrun every process skips the step if any of them saw a bad loss: the gradients were
     # averaged across processes, so a NaN on one reached all, and they must stay in step.
