@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab.models.blocks import PixelShuffleUp, ResizeConvUp, separable_filter, with_torch_layers
-from ganlab.models.layers import ConvTranspose, InstanceNorm, ReflectionPad, _ConvTransposeFn
+from ganlab.models.layers import ConvTranspose, InstanceNorm, PadConv2d, ReflectionPad, _ConvTransposeFn
 from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
 
 CL = torch.channels_last
@@ -38,6 +39,33 @@ def test_reflection_pad_keeps_bf16_under_autocast() -> None:
     assert y.dtype == torch.bfloat16
     y.float().square().sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros"])
+def test_pad_conv_is_the_torch_conv_and_pads_in_bf16(mode: str) -> None:
+    """The down conv with reflect padding: nn.Conv2d's function and gradients; under bf16 autocast no
+    fp32 pad (nn.Conv2d's F.pad runs in fp32 there: a cast of the input to fp32 and back)."""
+    torch.manual_seed(0)
+    conv = PadConv2d(3, 4, 3, stride=2, padding=1, padding_mode=mode).double()
+    ref = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, padding_mode=mode).double()
+    ref.load_state_dict(conv.state_dict())
+    x = _x((2, 3, 9, 8)).requires_grad_()
+    torch.testing.assert_close(conv(x), ref(x))
+    assert torch.autograd.gradcheck(conv, (x,))
+    seen: list[torch.dtype] = []
+
+    class Dtypes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func.overloadpacket.__name__ == "reflection_pad2d":
+                seen.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    xb = _x((2, 3, 9, 8), dtype=torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16), Dtypes():
+        y = conv.float()(xb)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and xb.grad is not None
+    assert seen == ([torch.bfloat16] if mode == "reflect" else [])
 
 
 # Maps under 32 x 32 px take per-sample batch norm forward, larger ones group norm (blocks.py).
@@ -77,11 +105,18 @@ def test_with_torch_layers_is_the_same_function(preset: str) -> None:
     from ganlab.models.blocks import with_torch_layers
     from ganlab.models.registry import preset_config
 
-    cfg = preset_config(preset, hidden=8, upsample="resize_conv")
+    cfg = preset_config(preset, hidden=8, upsample="resize_conv", down_padding="reflect")
     g = ResnetGenerator(cfg).double()
     plain = with_torch_layers(copy.deepcopy(g))
     kinds = {type(m) for m in plain.modules()}
-    assert not kinds & {ReflectionPad, InstanceNorm, NarrowConv2d, NarrowInputConv2d, ConvTranspose}
+    assert not kinds & {
+        ReflectionPad,
+        InstanceNorm,
+        NarrowConv2d,
+        NarrowInputConv2d,
+        ConvTranspose,
+        PadConv2d,
+    }
     x = _x((1, 3, 20, 24), torch.contiguous_format)
     torch.testing.assert_close(plain(x), g(x))
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in g.parameters())

@@ -24,6 +24,7 @@ from torch import nn
 from ganlab.models.layers import (
     ConvTranspose,
     InstanceNorm,
+    PadConv2d,
     ReflectionPad,
     channels_last_cpu,
     cpu_eager,
@@ -243,7 +244,7 @@ def with_torch_layers(module: nn.Module) -> nn.Module:
             )
             w = child.weight
             new.to(device=w.device, dtype=w.dtype).load_state_dict(child.state_dict())
-        elif isinstance(child, (NarrowConv2d, NarrowInputConv2d)):
+        elif isinstance(child, (NarrowConv2d, NarrowInputConv2d, PadConv2d)):
             w = child.weight
             new = nn.Conv2d(
                 child.in_channels,

@@ -19,7 +19,7 @@ from ganlab.models.blocks import (
     make_norm,
     make_upsample,
 )
-from ganlab.models.layers import ReflectionPad
+from ganlab.models.layers import PadConv2d, ReflectionPad
 from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
 
 
@@ -71,7 +71,7 @@ class ResnetGenerator(nn.Module):
             nn.ReLU(inplace=True),
         ]
         for _ in range(cfg.n_down):
-            down = nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias, padding_mode=cfg.down_padding)
+            down = PadConv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias, padding_mode=cfg.down_padding)
             layers += [down, make_norm(cfg.norm, ch * 2)]
             layers.append(nn.ReLU(inplace=True))
             ch *= 2

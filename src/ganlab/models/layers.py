@@ -63,6 +63,25 @@ def _reflect_pad(x: torch.Tensor, p: tuple[int, int, int, int]) -> torch.Tensor:
     return F.pad(x, p, mode="reflect")
 
 
+class PadConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and checkpoints) whose reflect padding (``padding_mode="reflect"``, the
+    demo's down convs) is :func:`reflect_pad`: in the input's dtype and with the slice-and-add backward.
+    nn.Conv2d pads through F.pad, which CPU autocast runs in fp32: in a bf16 step a cast of the (N, C, H, W)
+    input to fp32, an fp32 pad and its element-wise backward, and a cast back (docs/performance.md).
+    Other padding modes, tracing, scripting and ONNX export take nn.Conv2d's path."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (
+            self.padding_mode != "reflect"
+            or torch.jit.is_tracing()
+            or torch.jit.is_scripting()
+            or torch.onnx.is_in_onnx_export()
+        ):
+            return super()._conv_forward(x, weight, bias)
+        x = reflect_pad(x, tuple(self._reversed_padding_repeated_twice))
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
 def cpu_eager(x: torch.Tensor) -> bool:
     """Whether x is an (N, C, H, W) CPU tensor on an eager path (not traced, scripted or being exported
     to ONNX), where the CPU forms of this module apply."""
