@@ -331,6 +331,23 @@ def test_resize_conv_phases_are_upsample_pad_conv(layout, bias: bool) -> None:
     assert not with_torch_layers(up).phases  # the plain path of ganlab bench --baseline
 
 
+def test_resize_conv_takes_the_plain_path_under_torch_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inductor failed on the phase form's strided read (the demo's generator, PyTorch 2.13: "vr must not
+    be None"), so a compiled ResizeConvUp is upsample, pad, conv; eager keeps the phases."""
+    import ganlab.models.blocks as blocks
+
+    calls: list[int] = []
+    real = blocks.resize_conv_phases
+    monkeypatch.setattr(blocks, "resize_conv_phases", lambda x, conv: calls.append(1) or real(x, conv))
+    up = ResizeConvUp(4, 2).double()
+    x = _x((1, 4, 5, 6))
+    eager = up(x)
+    assert calls == [1]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(up(x), eager)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 20, 31), (1, 2, 4, 9)])
 def test_long_filter_as_matrices_is_the_padded_depthwise_filter(shape) -> None:
     """Long kernels on small CPU images run as two matrix products with the padding folded in: the same

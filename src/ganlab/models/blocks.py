@@ -194,8 +194,15 @@ class ResizeConvUp(nn.Module):
     phases = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.phases and cpu_eager(x) and self.conv.kernel_size == (3, 3):
+        if (
+            self.phases
+            and cpu_eager(x)
+            and self.conv.kernel_size == (3, 3)
+            and not torch.compiler.is_compiling()
+        ):
             # The same function at the input's resolution (2.25x fewer multiply-adds; docs/performance.md).
+            # Not under torch.compile: inductor failed on the phase read's strided view ("vr must not be
+            # None", PyTorch 2.13).
             return resize_conv_phases(x, self.conv)
         return self.conv(self.pad(self.up(x)))
 
