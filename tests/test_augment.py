@@ -57,6 +57,14 @@ def test_channels_permutes_each_images_channels_and_keeps_gradients() -> None:
     assert len(orders) == 6  # 64 draws reach all 3! orders
     y.pow(2).sum().backward()
     assert torch.equal(x.grad, 2 * x.detach())  # a pure gather: gradients route back unchanged
+    # The input's memory layout is kept (a channels_last discriminator runs slower on NCHW input).
+    cl = torch.rand(2, 3, 5, 4).contiguous(memory_format=torch.channels_last)
+    assert channels(cl).is_contiguous(memory_format=torch.channels_last) and channels(cl[:, :, :2]).shape == (
+        2,
+        3,
+        2,
+        4,
+    )
 
 
 def test_rot90_rotates_each_image_exactly() -> None:

@@ -348,14 +348,21 @@ def test_resize_conv_takes_the_plain_path_under_torch_compile(monkeypatch: pytes
     assert calls == [1]
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 20, 31), (1, 2, 4, 9)])
-def test_long_filter_as_matrices_is_the_padded_depthwise_filter(shape) -> None:
-    """Long kernels on small CPU images run as two matrix products with the padding folded in: the same
-    values as reflect padding (replicate where a side is too short to reflect) and the depthwise filter,
-    gradients included."""
-    k = torch.tensor([1.0, 2, 5, 7, 5, 2, 1], dtype=torch.float64) / 23
+@pytest.mark.parametrize(
+    ("shape", "taps"),
+    [
+        ((2, 3, 20, 31), (1, 2, 5, 7, 5, 2, 1)),
+        ((1, 2, 4, 9), (1, 2, 5, 7, 5, 2, 1)),
+        ((2, 4, 6, 7), (1, 2, 1)),
+    ],
+)
+def test_separable_filter_is_the_padded_depthwise_filter_pair(shape, taps) -> None:
+    """Long kernels on small CPU images run as two matrix products with the padding folded in, 3 taps as
+    one 3x3 depthwise conv: the same values as reflect padding (replicate where a side is too short to
+    reflect) and the pair of 1-D depthwise filters, gradients included."""
+    k = torch.tensor(taps, dtype=torch.float64) / sum(taps)
     x = _x(shape).requires_grad_()
-    r = 3
+    r = len(taps) // 2
     mode = "reflect" if min(shape[-2:]) > r else "replicate"
     c = shape[1]
     xp = F.pad(x, (r, r, r, r), mode=mode)

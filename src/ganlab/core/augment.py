@@ -57,7 +57,11 @@ def channels(x: torch.Tensor) -> torch.Tensor:
     those photos' palettes (docs/cpu-recipe.md has the measurements)."""
     n, c = x.shape[:2]
     order = torch.argsort(torch.rand(n, c, device=x.device), dim=1)  # (N, C): a random permutation per row
-    return torch.gather(x, 1, order.view(n, c, 1, 1).expand_as(x))
+    y = torch.gather(x, 1, order.view(n, c, 1, 1).expand_as(x))  # NCHW whatever x's layout
+    # In x's layout: a channels_last discriminator took an NCHW input through its first layers 1.1 ms
+    # slower per call (demo, bf16; docs/performance.md).
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return y.contiguous(memory_format=torch.channels_last) if cl else y
 
 
 def rot90(x: torch.Tensor) -> torch.Tensor:

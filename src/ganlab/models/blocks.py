@@ -65,6 +65,10 @@ def separable_filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
     x = F.pad(x, (r, r, r, r), mode=mode)
     k = k.to(x.dtype)
+    if r == 1:
+        # 3 taps (the discriminators' anti-aliasing blur): one depthwise 3x3 conv with outer(k, k), half the
+        # calls of the separable pair; at these sizes a call's cost is mostly overhead (docs/performance.md).
+        return F.conv2d(x, torch.outer(k, k).expand(c, 1, 3, 3), groups=c)
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
