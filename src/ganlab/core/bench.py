@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,12 @@ def median(xs: list[float]) -> float:
 
 def count_flops(fn: Callable[[], Any]) -> float:
     """FLOPs of one call (2 per multiply-add, backward passes included; torch.utils.flop_counter)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, warnings.catch_warnings():
+        # The counter's module hooks make torch.compile warn that they fire twice; it counts aten ops,
+        # not hook calls, so the total is unaffected.
+        warnings.filterwarnings(
+            "ignore", message=r"Using `torch.compile\(module\)` when there are global hooks"
+        )
         fn()
     return float(counter.get_total_flops())
 
