@@ -299,6 +299,24 @@ def test_ema_warmup_ramps_the_decay() -> None:
     assert torch.allclose(ema["G_A2B_ema"].weight, expected)
 
 
+def test_a_torch_compile_failure_is_one_clear_error(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor once failed on a resize-conv generator with its own traceback; a failure of torch.compile
+    (not of the model) is one line that says how to train without it."""
+    import torch._dynamo.exc
+
+    class Failing(torch.nn.Module):
+        def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise torch._dynamo.exc.TorchDynamoException("vr must not be None for symbol q3\n(long trace)")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: Failing())
+    assert train(tiny_data, tmp_path / "run", "--epochs", "1", "--set", "train.compile=true") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torch.compile failed" in err[0] and "train.compile=false" in err[0], err
+    assert "vr must not be None" in err[0]
+
+
 def test_compiled_run_trains_and_saves_plain_modules(tiny_data: Path, tmp_path: Path) -> None:
     """train.compile wraps what the step runs in torch.compile; checkpoints hold the plain modules (same
     keys as an eager run), so a compiled run resumes eagerly and the other way round."""

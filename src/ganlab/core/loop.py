@@ -28,7 +28,7 @@ from ganlab.core.cadence import Cadence
 from ganlab.core.checkpoint import Checkpoint, restore
 from ganlab.core.config import Option
 from ganlab.core.device import peak_memory_mb
-from ganlab.core.errors import ConfigError
+from ganlab.core.errors import ConfigError, UserError
 from ganlab.core.nonfinite import BadStepGuard
 from ganlab.core.rundir import MetricsLog, RunDir, progress_meta
 from ganlab.core.tensorboard import TensorBoardLogger
@@ -54,6 +54,12 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     ),
     Option("sync_bn", "train.sync_bn", "several processes: batch norm of the global batch", flag_value=True),
 )
+
+
+def _compile_failure(e: BaseException) -> bool:
+    """Whether ``e`` is torch.compile's own failure (dynamo or inductor) rather than the model's; by
+    module name, so that a run without compile never imports torch._dynamo."""
+    return any(c.__module__.startswith(("torch._dynamo", "torch._inductor")) for c in type(e).__mro__)
 
 
 @dataclass
@@ -321,7 +327,16 @@ class TrainLoop:
             if self.step_in_epoch >= steps:
                 break
             where = (epoch, self.step_in_epoch + 1, self.global_step + 1)
-            losses = self.guard.call(where, task.step, batch, self.run_progress(), self.global_step)
+            try:
+                losses = self.guard.call(where, task.step, batch, self.run_progress(), self.global_step)
+            except Exception as e:
+                if s.compile and _compile_failure(e):
+                    first = (str(e).strip().splitlines() or [""])[0]
+                    raise UserError(
+                        f"train.compile: torch.compile failed on this model ({type(e).__name__}: {first}); "
+                        "train without it (--set train.compile=false)"
+                    ) from e
+                raise
             self.step_in_epoch += 1
             self.global_step += 1
             # Losses stay on the device (0-d tensors) and are summed there: reading them every step
