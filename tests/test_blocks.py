@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab.models.blocks import PixelShuffleUp, ResizeConvUp, separable_filter, with_torch_layers
-from ganlab.models.layers import ConvTranspose, InstanceNorm, PadConv2d, ReflectionPad, _ConvTransposeFn
+from ganlab.models.layers import ConvTranspose, PadConv2d, ReflectionPad, _ConvTransposeFn
 from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
+from ganlab.models.norm import InstanceNorm
 
 CL = torch.channels_last
 

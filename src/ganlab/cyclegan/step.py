@@ -192,7 +192,7 @@ def _split(x: torch.Tensor, n: int, k: int) -> list[torch.Tensor | None]:
 
 def fast_settings(cfg: CycleGANConfig, device: torch.device) -> dict[str, Any]:
     """What the trainer does on ``device``: the layout of ``train.memory_format`` (auto: channels_last on
-    CUDA and AVX-512 CPUs; with the layout-keeping ReflectionPad and InstanceNorm of ganlab.models.layers
+    CUDA and AVX-512 CPUs; with the layout-keeping ReflectionPad and InstanceNorm of ganlab.models
     it was faster for every step measured there, bf16 and fp32); the passes that share weights batched
     where the norm allows it, on CUDA and on a CPU training in bf16 (4-8% faster there at batch 1 and in
     the demo's step, the same at 128 px batch 4; in fp32 no faster; docs/performance.md)."""

@@ -23,7 +23,6 @@ from torch import nn
 
 from ganlab.models.layers import (
     ConvTranspose,
-    InstanceNorm,
     PadConv2d,
     ReflectionPad,
     channels_last_cpu,
@@ -31,6 +30,7 @@ from ganlab.models.layers import (
     resize_conv_phases,
 )
 from ganlab.models.narrow import NarrowConv2d, NarrowInputConv2d
+from ganlab.models.norm import InstanceNorm
 
 NormKind = Literal["instance", "batch", "none"]
 UpsampleKind = Literal["pixelshuffle", "pixelshuffle_icnr", "convtranspose", "resize_conv"]
