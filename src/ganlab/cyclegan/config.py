@@ -144,8 +144,9 @@ class TrainConfig:
     # process's share; the norm then matches one process with the whole batch. No effect on instance norm.
     sync_bn: bool = False
     # torch.compile (inductor) the networks the step runs, around any DDP wrapper. The first steps pay the
-    # compilation (a 39 s first step for the demo's networks on a 2-core CPU, then a 5% faster step), so it
-    # is for long runs; checkpoints hold the plain modules either way (docs/performance.md).
+    # compilation (35-55 s for the demo's networks on a 2-core CPU, 1.5-2.5 min for resnet9); then 5% faster
+    # on a Zen 5 EPYC, no faster on a Zen 4 one, so it is off by default; checkpoints hold the plain modules
+    # either way (docs/performance.md).
     compile: bool = False
 
     def validate(self) -> None:
