@@ -206,3 +206,24 @@ def test_every_network_compiles_as_one_graph(name: str, amp: bool) -> None:
         torch.testing.assert_close(y, want)
     (gx,) = torch.autograd.grad(y.float().square().sum(), x)
     assert torch.isfinite(gx).all() and gx.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_instance_norm_runs_ganlabs_kernels(dtype: torch.dtype) -> None:
+    """Under torch.compile the channels_last instance norm is a custom op (its fake tensors and autograd
+    registered), so the compiled norm equals the eager one exactly, flat maps (set to zero) included;
+    "aot_eager" traces forward and backward with fake tensors as inductor does, without its codegen."""
+    from ganlab.models.norm import InstanceNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 9, 7, dtype=dtype)
+    x[1, 2] = 0.25  # a flat map
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(x.shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    norm = InstanceNorm(5)
+    torch._dynamo.reset()
+    y = torch.compile(norm, fullgraph=True, backend="aot_eager")(x)
+    want = norm(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.dtype == dtype
+    assert torch.equal(y, want) and torch.count_nonzero(y[1, 2]) == 0
+    assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(want, x, g)[0])
