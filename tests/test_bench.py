@@ -135,3 +135,20 @@ def test_op_times_names_the_steps_ops(monkeypatch) -> None:
     assert sum(o["share"] for o in ops) == pytest.approx(1.0)
     assert all(o["calls_per_step"] > 0 for o in ops)
     assert "convolution_backward" in format_bench(r)
+
+
+def test_bench_reports_the_spread_over_its_rounds(capsys, monkeypatch) -> None:
+    """Each round times the step, the plain step and the peak's convolution in turn; the ranges give
+    the noise a comparison between two benchmarks has to beat."""
+    monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (1, 8, 8))
+    tiny = ["--preset", "model2", "--size", "16", "--batch-size", "1", "--set", "model.hidden=4"]
+    tiny += ["--set", "disc.hidden=4", "--set", "disc.n_layers=2", "--repeats", "3", "--baseline"]
+    assert main(["bench", *tiny, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    lo, hi = r["seconds_per_step_range"]
+    assert lo <= r["seconds_per_step"] <= hi
+    for key in ("peak_fraction_range", "speedup_range"):
+        assert 0 < r[key][0] <= r[key][1], key
+    assert main(["bench", *tiny]) == 0
+    text = capsys.readouterr().out
+    assert "over 3 rounds)" in text and "% by round)" in text and "x by round)" in text

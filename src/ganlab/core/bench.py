@@ -181,5 +181,7 @@ def conv_peak(
         "peak_gflops_per_s": rates[best],
         "peak_layout": best,
         "by_layout": rates,
+        # The best layout's rate in each round, to pair with the calls timed beside it in that round.
+        "by_repeat": [calls[best][1] / t / 1e9 for t in times[f"peak {best}"]],
         "times": {k: times[k] for k in alongside or {}},
     }

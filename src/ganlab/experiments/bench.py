@@ -99,9 +99,16 @@ def run_bench(
         "repeats": repeats,
         **B.machine_info(dev),
     }
+    # Spread over the interleaved rounds, each figure from one round's own calls: how much of a
+    # difference between two benchmarks the machine's noise could make.
+    out["seconds_per_step_range"] = [min(times["fast"]), max(times["fast"])]
+    fractions = [flops / t / 1e9 / p for t, p in zip(times["fast"], peak["by_repeat"])]
+    out["peak_fraction_range"] = [min(fractions), max(fractions)]
     if baseline:
         out["baseline_seconds_per_step"] = B.median(times["plain"])
         out["speedup"] = out["baseline_seconds_per_step"] / seconds
+        ratios = [p / f for p, f in zip(times["plain"], times["fast"])]
+        out["speedup_range"] = [min(ratios), max(ratios)]
     if ops > 0:
         out["ops"] = B.op_times(step, dev)[:ops]
     return out
@@ -111,12 +118,20 @@ def format_bench(r: dict[str, Any]) -> str:
     """The human-readable summary of :func:`run_bench`'s result."""
     ran = r.get("gflop_executed_per_step", r["gflop_per_step"])
     executed = f" ({ran:.1f} executed)" if abs(ran - r["gflop_per_step"]) > 0.01 * r["gflop_per_step"] else ""
+
+    def spread(key: str, fmt: str, pre: str, post: str) -> str:  # "" after a single round
+        lo, hi = r.get(key, (0.0, 0.0))
+        return f"{pre}{fmt.format(lo)}-{fmt.format(hi)}{post}" if r["repeats"] > 1 and key in r else ""
+
+    rounds = f" over {r['repeats']} rounds)"
     lines = [
         f"{r['task']} {r['preset']} {r['mode']}, {r['size']} px, batch {r['batch_size']}: "
-        f"{r['seconds_per_step']:.3f} s/step, {r['images_per_s']:.2f} images/s",
+        f"{r['seconds_per_step']:.3f} s/step{spread('seconds_per_step_range', '{:.3f}', ' (', rounds)}, "
+        f"{r['images_per_s']:.2f} images/s",
         f"  {r['gflop_per_step']:.1f} GFLOP/step{executed} = {r['gflops_per_s']:.0f} GFLOP/s, "
         f"{100 * r['peak_fraction']:.0f}% of this machine's {r['precision']} conv peak "
-        f"({r['peak_gflops_per_s']:.0f} GFLOP/s, {r['peak_layout']})",
+        f"({r['peak_gflops_per_s']:.0f} GFLOP/s, {r['peak_layout']}"
+        f"{spread('peak_fraction_range', '{:.0%}', '; ', ' by round')})",
         f"  {r['precision']}, channels_last {r['channels_last']}, batched passes {r['batched_passes']}, "
         f"compiled {r['compiled']} (first step {r['first_step_seconds']:.2f} s); peak memory "
         f"{r['peak_memory_mb']:.0f} MB",
@@ -127,6 +142,7 @@ def format_bench(r: dict[str, Any]) -> str:
         lines.append(
             f"  plain path (fp32, NCHW, eager, separate passes, losses read each step): "
             f"{r['baseline_seconds_per_step']:.3f} s/step; speedup {r['speedup']:.2f}x"
+            f"{spread('speedup_range', '{:.2f}x', ' (', ' by round)')}"
         )
     if r.get("ops"):
         lines.append("  slowest ops (each timed alone; ms per step, calls per step, share of the ops' time):")
