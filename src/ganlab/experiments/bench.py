@@ -75,7 +75,7 @@ def run_bench(
     # The step, its plain form and the peak's convolution in turn, so that the ratios hold on a busy machine.
     peak = B.conv_peak(dev, prec, train=mode == "train", repeats=repeats, alongside=fns)
     times = peak["times"]
-    seconds = B.median(times["fast"])
+    seconds = B.median(times["fast"])  # of the rounds; _spread gives their range
     out: dict[str, Any] = {
         "task": task,
         "preset": cfg.preset,
@@ -98,19 +98,28 @@ def run_bench(
         "first_step_seconds": first_s,
         "repeats": repeats,
         **B.machine_info(dev),
+        **_spread(times, peak["by_repeat"], flops),  # and, with the baseline, its time and the speedup
     }
-    # Spread over the interleaved rounds, each figure from one round's own calls: how much of a
-    # difference between two benchmarks the machine's noise could make.
-    out["seconds_per_step_range"] = [min(times["fast"]), max(times["fast"])]
-    fractions = [flops / t / 1e9 / p for t, p in zip(times["fast"], peak["by_repeat"])]
-    out["peak_fraction_range"] = [min(fractions), max(fractions)]
-    if baseline:
-        out["baseline_seconds_per_step"] = B.median(times["plain"])
-        out["speedup"] = out["baseline_seconds_per_step"] / seconds
-        ratios = [p / f for p, f in zip(times["plain"], times["fast"])]
-        out["speedup_range"] = [min(ratios), max(ratios)]
     if ops > 0:
         out["ops"] = B.op_times(step, dev)[:ops]
+    return out
+
+
+def _spread(times: dict[str, list[float]], peaks: list[float], flops: float) -> dict[str, Any]:
+    """[min, max] over the interleaved rounds, each figure from one round's own calls (its step against
+    its peak and its plain step): how large a difference between two benchmarks the noise can make.
+    With the plain path's times, also its median and the speedup (the ratio of the medians)."""
+    fast = times["fast"]
+    fractions = [flops / t / 1e9 / p for t, p in zip(fast, peaks)]
+    out = {
+        "seconds_per_step_range": [min(fast), max(fast)],
+        "peak_fraction_range": [min(fractions), max(fractions)],
+    }
+    if "plain" in times:
+        out["baseline_seconds_per_step"] = B.median(times["plain"])
+        out["speedup"] = out["baseline_seconds_per_step"] / B.median(fast)
+        ratios = [p / f for p, f in zip(times["plain"], fast)]
+        out["speedup_range"] = [min(ratios), max(ratios)]
     return out
 
 
