@@ -173,9 +173,19 @@ class InstanceNorm(nn.InstanceNorm2d):
             return _InstanceNormCLFn.apply(x, self.eps)
         if train and not torch.jit.is_tracing():
             # NCHW training: flat maps set to zero (see _flat_maps).
-            keep = _flat_maps(x)
-            y = super().forward(x)
+            y, keep = self._nchw_train(x)
             return y if keep is None else y * keep[..., None, None]
         if not cl or torch.compiler.is_compiling():  # compiled: inductor's norm (no backward to keep)
             return super().forward(x)
         return _instance_norm_cl(x, self.eps)[0]
+
+    def _nchw_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """y and the flat-map mask of an NCHW (or other non-channels_last) input in training. On the CPU
+        by group norm with one channel per group, which is instance norm: F.instance_norm's batch norm over
+        (1, N*C, H, W) took 2-4x as long, forward + backward, in fp32 (AVX2 and AVX-512 kernels) and up
+        to 2.5x in bf16 (docs/performance.md); its statistics also spare _flat_maps the scan of x."""
+        if x.device.type != "cpu":
+            return super().forward(x), _flat_maps(x)
+        n, c, h, w = x.shape
+        y, _, rstd = torch.ops.aten.native_group_norm(x, None, None, n, c, h * w, c, self.eps)
+        return y, _flat_maps(x, rstd.view(n, c), self.eps)
