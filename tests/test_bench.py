@@ -152,3 +152,18 @@ def test_bench_reports_the_spread_over_its_rounds(capsys, monkeypatch) -> None:
     assert main(["bench", *tiny]) == 0
     text = capsys.readouterr().out
     assert "over 3 rounds)" in text and "% by round)" in text and "x by round)" in text
+
+
+def test_bench_runs_with_the_configs_threads(capsys, monkeypatch) -> None:
+    """``train.threads`` of the benchmarked recipe applies, as in the trainer, and the machine line says so."""
+    import torch
+
+    monkeypatch.setattr("ganlab.core.bench.PEAK_CONV", (1, 8, 8))
+    default = torch.get_num_threads()
+    tiny = ["--preset", "model2", "--size", "16", "--batch-size", "1", "--set", "model.hidden=4"]
+    tiny += ["--set", "disc.n_layers=2", "--repeats", "1", "--set", f"train.threads={default + 1}"]
+    try:
+        assert main(["bench", *tiny, "--json"]) == 0
+    finally:
+        torch.set_num_threads(default)
+    assert json.loads(capsys.readouterr().out)["threads"] == default + 1

@@ -6,6 +6,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ganlab.core.config import to_dict
@@ -86,6 +87,26 @@ def test_without_epochs_the_planner_fits_the_budget(monkeypatch) -> None:
     assert (
         f"at most {demo_mod.MAX_STEPS} steps" in plan["note"] and "about 1.3 of its minutes" in plan["note"]
     )
+
+
+def test_the_step_is_timed_with_the_trainers_threads(monkeypatch) -> None:
+    """train.threads applies before the planner times the step: timed with PyTorch's default threads, a
+    one-thread run beside another job planned for a step three times slower than it trained."""
+    default = torch.get_num_threads()
+    seen: list[int] = []
+    monkeypatch.setattr(
+        demo_mod,
+        "measure_step_seconds",
+        lambda cfg, device, steps=3: seen.append(torch.get_num_threads()) or 0.5,
+    )
+    overrides = {"train": {"threads": default + 1, "precision": "fp32"}}
+    try:
+        demo_mod._plan_training(
+            demo_config(Path("d"), 10.0, overrides), overrides, 10.0, time.monotonic(), print
+        )
+    finally:
+        torch.set_num_threads(default)
+    assert seen == [default + 1]
 
 
 def _step_seconds_by_batch(seconds: dict[int, float]):

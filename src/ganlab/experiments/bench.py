@@ -10,7 +10,13 @@ from typing import Any
 
 from ganlab.core import bench as B
 from ganlab.core.config import merge, parse_set
-from ganlab.core.device import keep_freed_memory, peak_memory_mb, resolve_precision, select_device
+from ganlab.core.device import (
+    keep_freed_memory,
+    peak_memory_mb,
+    resolve_precision,
+    select_device,
+    set_threads,
+)
 from ganlab.cyclegan import bench as cyclegan_bench
 from ganlab.cyclegan.config import build_cyclegan_config
 from ganlab.cyclegan.step import fast_settings as cyclegan_fast
@@ -54,7 +60,8 @@ def run_bench(
     layer = parse_set([f"{k}={v}" for k, v in flags.items() if v is not None] + fixed)
     cfg = build(preset=preset, files=config_files, overrides=merge(overrides or {}, layer))
     dev = select_device(cfg.train.device)
-    keep_freed_memory()  # as the trainers do
+    set_threads(cfg.train.threads)  # as the trainers do
+    keep_freed_memory()
     prec = resolve_precision(cfg.train.precision, dev, log)
     fast = fast_settings(cfg, dev)
     if channels_last is not None:

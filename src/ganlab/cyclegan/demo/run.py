@@ -20,7 +20,7 @@ import torch
 
 from ganlab.core.bench import median, time_calls
 from ganlab.core.config import load_yaml, merge, to_dict
-from ganlab.core.device import resolve_precision, select_device, use_channels_last
+from ganlab.core.device import resolve_precision, select_device, set_threads, use_channels_last
 from ganlab.core.rundir import RunDir
 from ganlab.cyclegan.bench import make_step
 from ganlab.cyclegan.config import CycleGANConfig, build_cyclegan_config
@@ -97,6 +97,9 @@ def _plan_training(
     learn more than a few large ones. Either way the budget caps training.
     """
     device = select_device(cfg.train.device)
+    # The trainer's threads, so that the step is timed as it will run (timed with PyTorch's default, a
+    # one-thread run beside another job planned a step three times too slow).
+    set_threads(cfg.train.threads)
     steps_per_epoch = cfg.train.max_steps_per_epoch or 100
     precision = resolve_precision(cfg.train.precision, device)
     if "epochs" in overrides.get("train", {}):
