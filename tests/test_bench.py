@@ -53,6 +53,8 @@ def test_bench_json_has_its_keys(args: list[str], capsys, monkeypatch) -> None:
     assert r["images_per_s"] == pytest.approx(2 / r["seconds_per_step"])
     assert r["gflops_per_s"] == pytest.approx(r["gflop_per_step"] / r["seconds_per_step"])
     assert r["speedup"] == pytest.approx(r["baseline_seconds_per_step"] / r["seconds_per_step"])
+    # The ceiling: the plain step's rate against the peak, which the measured speedup reaches at 100%.
+    assert r["speedup_at_peak"] == pytest.approx(r["speedup"] / r["peak_fraction"])
     assert r["gflop_per_step"] > 0 and r["precision"] in ("fp32", "bf16")
 
 
@@ -152,6 +154,7 @@ def test_bench_reports_the_spread_over_its_rounds(capsys, monkeypatch) -> None:
     assert main(["bench", *tiny]) == 0
     text = capsys.readouterr().out
     assert "over 3 rounds)" in text and "% by round)" in text and "x by round)" in text
+    assert "at the full conv peak" in text
 
 
 def test_bench_runs_with_the_configs_threads(capsys, monkeypatch) -> None:
