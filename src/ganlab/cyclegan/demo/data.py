@@ -180,13 +180,14 @@ def _write_tiles(
     """Sample, cartoonize and save every split's tiles; returns the manifest's ``files`` entries."""
     files: dict[str, dict] = {}
     train_a_tiles: list[Tile] = []
-    with tqdm(total=sum(counts.values()), desc="demo tiles", unit="tile", disable=not progress) as bar:
+    # train B samples match_pool candidates per tile; counted from the start, so the bar's total holds.
+    total = sum(counts.values()) + (match_pool - 1) * counts.get("train_b", 0) * (match_pool > 1)
+    with tqdm(total=total, desc="demo tiles", unit="tile", disable=not progress) as bar:
         for k, (split, count) in enumerate(counts.items()):
             # One generator per split, so changing one count leaves the other splits' tiles unchanged.
             rng = np.random.default_rng([seed, k])
             images = [(p.name, working[p.name]) for p in splits[split]]
             if split == "train_b" and match_pool > 1:
-                bar.total += (match_pool - 1) * count
                 pool = sample_tiles(images, match_pool * count, tile, scales, min_std, rng, bar)
                 # One reference A tile per B tile (cycled when the counts differ).
                 ref = [train_a_tiles[i % len(train_a_tiles)][2] for i in range(count)]
