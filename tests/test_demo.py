@@ -109,6 +109,19 @@ def test_the_step_is_timed_with_the_trainers_threads(monkeypatch) -> None:
     assert seen == [default + 1]
 
 
+def test_the_planner_times_the_fastest_step(monkeypatch) -> None:
+    """Other load only slows a step, and a plan for too few steps leaves the budget unused: the planner
+    takes the fastest of its timed steps, not a median that one slow step can move."""
+    calls: list[int] = []
+    monkeypatch.setattr(demo_mod, "make_step", lambda *a, **k: lambda: calls.append(1))
+    monkeypatch.setattr(
+        demo_mod, "time_calls", lambda fns, n, device: {"step": [0.75, 0.53, 0.9, 0.55, 0.6][:n]}
+    )
+    cfg = demo_config(Path("d"), 10.0, {"train": {"precision": "fp32"}})
+    assert demo_mod.measure_step_seconds(cfg, demo_mod.select_device("cpu")) == 0.53
+    assert calls == [1]  # the untimed warm-up
+
+
 def _step_seconds_by_batch(seconds: dict[int, float]):
     return lambda cfg, device, steps=3: seconds[cfg.train.batch_size]
 
