@@ -268,3 +268,22 @@ def test_without_avx512_the_planner_times_both_layouts(monkeypatch) -> None:
     cfg = demo_mod.demo_config(Path("data/demo"), 10.0, {"train": {"memory_format": "channels_last"}})
     seconds["nchw"] = None  # must not be timed
     assert demo_mod._plan_training(cfg, {}, 10.0, time.monotonic(), lambda s: None)[4]["layout_seconds"] == {}
+
+
+def test_the_demo_command_prints_the_reports_verdict(monkeypatch, capsys) -> None:
+    """The console ends with the report's verdict, so a gain whose interval holds zero is not read off
+    the table as a win."""
+    from ganlab.cli import main
+
+    res = {
+        "gt_psnr": 19.37,
+        "identity_psnr": 19.01,
+        "gt_psnr_vs_identity": {"mean": 0.36, "low": 0.18, "high": 0.55, "n": 48},
+        "gt_ssim_vs_identity": {"mean": 0.003, "low": -0.00004, "high": 0.0058, "n": 48},
+        "report": "runs/demo/report.html",
+    }
+    monkeypatch.setattr("ganlab.cli.demo.run_demo", lambda **kw: res)
+    monkeypatch.setattr("ganlab.cli.demo.format_table", lambda r: "TABLE")
+    assert main(["demo", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "not shown to be closer" in out and "SSIM gain" in out and "[+0.18, +0.55]" in out

@@ -6,6 +6,7 @@ import argparse
 
 from ganlab.cli.flags import add_config_flags
 from ganlab.core.config import load_yaml, merge, parse_set
+from ganlab.cyclegan.demo.report import verdict
 from ganlab.cyclegan.demo.run import run_demo
 from ganlab.cyclegan.evaluate import format_table
 from ganlab.sr.demo import run_sr_demo
@@ -42,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(format_table(res))
+    print(verdict(res))  # the sentence the report leads with: a gain counts when its interval excludes zero
     print(f"report: {res['report']}")
     return 0
